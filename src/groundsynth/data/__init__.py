@@ -1,0 +1,1 @@
+"""Rasters to patches, dataset readers and writers, splits and the sample world."""

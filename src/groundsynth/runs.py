@@ -1,0 +1,178 @@
+"""Run directories: resolved config, manifest (inputs, outputs, versions, seeds, timings), log.
+
+Every stage that writes results calls :func:`start_run` and :meth:`Run.finish`, so a result
+directory always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groundsynth.io import write_json, write_text
+
+__all__ = ["Run", "library_versions", "file_digest", "start_run", "to_plain"]
+
+_VERSIONED = (
+    "groundsynth",
+    "numpy",
+    "scipy",
+    "rasterio",
+    "pillow",
+    "pandas",
+    "pyarrow",
+    "torch",
+    "torchvision",
+    "segmentation-models-pytorch",
+    "lightning",
+    "torchmetrics",
+    "diffusers",
+    "transformers",
+    "open-clip-torch",
+)
+
+
+def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """Versions of Python, GDAL and the installed libraries groundsynth uses."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in (*_VERSIONED, *extra):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    try:
+        import rasterio
+
+        out["gdal"] = rasterio.__gdal_version__
+    except ImportError:  # pragma: no cover - rasterio is a core dependency
+        pass
+    return out
+
+
+def to_plain(obj: Any) -> Any:
+    """Convert dataclasses, paths, tuples and numpy scalars into YAML/JSON-safe values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return obj.item()
+    return obj
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Run:
+    """A run directory being written. Use :func:`start_run` to create one."""
+
+    directory: Path
+    stage: str
+    config: dict[str, Any]
+    seeds: dict[str, int]
+    started: float
+    log_path: Path
+    _handler: logging.Handler | None = None
+
+    def finish(
+        self,
+        *,
+        inputs: Iterable[str | os.PathLike[str]] = (),
+        outputs: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        digest: Iterable[str | os.PathLike[str]] = (),
+    ) -> dict[str, Any]:
+        """Write ``manifest.json``: inputs, outputs (with digests of ``digest`` files),
+        versions, seeds, timings and ``extra``. Returns the manifest."""
+        ended = time.time()
+        files = {}
+        for p in digest:
+            p = Path(p)
+            if p.exists():
+                files[os.path.relpath(p, self.directory)] = {
+                    "bytes": p.stat().st_size,
+                    "sha256": file_digest(p),
+                }
+        manifest = {
+            "stage": self.stage,
+            "command": " ".join(sys.argv),
+            "inputs": [os.fspath(p) for p in inputs],
+            "outputs": to_plain(dict(outputs or {})) | ({"files": files} if files else {}),
+            "seeds": self.seeds,
+            "versions": library_versions(),
+            "timings": {
+                "started": _iso(self.started),
+                "ended": _iso(ended),
+                "seconds": round(ended - self.started, 3),
+            },
+        }
+        if extra:
+            manifest.update(to_plain(dict(extra)))
+        write_json(self.directory / "manifest.json", manifest)
+        self.close()
+        return manifest
+
+    def close(self) -> None:
+        """Detach the run's log handler (idempotent)."""
+        if self._handler is not None:
+            logging.getLogger("groundsynth").removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, tz=_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def start_run(
+    directory: str | os.PathLike[str],
+    stage: str,
+    config: Any,
+    *,
+    seeds: Mapping[str, int] | None = None,
+) -> Run:
+    """Create ``directory``, write the resolved ``config.yaml`` and attach ``<stage>.log``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    plain = to_plain(config)
+    write_text(directory / "config.yaml", yaml.safe_dump(plain, sort_keys=False))
+    log_path = directory / f"{stage}.log"
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("groundsynth")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return Run(
+        directory=directory,
+        stage=stage,
+        config=plain,
+        seeds=dict(seeds or {}),
+        started=time.time(),
+        log_path=log_path,
+        _handler=handler,
+    )
