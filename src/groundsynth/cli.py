@@ -1,15 +1,231 @@
-"""The groundsynth command line: one subcommand per stage, thin over the Python API."""
+"""The groundsynth command line: one subcommand per stage, thin over the Python API.
+
+Each command parses its options, calls one library function and prints the outcome. Library
+errors (:class:`groundsynth.errors.GroundsynthError`) become one red line and exit code 2.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from groundsynth import __version__
+from groundsynth.errors import GroundsynthError
 
 app = typer.Typer(
     name="groundsynth",
-    help="Grounded synthetic data for remote sensing: build, generate, caption, evaluate.",
+    help=(
+        "Grounded synthetic data for remote sensing: build a segmentation + caption dataset "
+        "from Sentinel-2 and WorldCover, generate, caption and evaluate synthetic data.\n\n"
+        "Start with: groundsynth demo"
+    ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
+fetch_app = typer.Typer(help="Download public datasets.", no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(fn: F) -> F:
+    """Turn library errors into one clear message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GroundsynthError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: rerun the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Library logs go to stderr: warnings always, progress details with --verbose."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("groundsynth")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"groundsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+) -> None:
+    _setup_logging(verbose)
+
+
+# ----------------------------------------------------------------------------- sample-world
+@app.command("sample-world")
+@_friendly
+def sample_world_cmd(
+    out: Path = typer.Argument(..., help="Folder to write landcover.tif and sentinel2.tif into."),
+    size: int = typer.Option(4096, help="Land-cover map size in pixels (square)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same world."),
+    region: str = typer.Option("temperate", help="Class balance and spectra: temperate or arid."),
+) -> None:
+    """Write a synthetic WorldCover-like map and a Sentinel-2-like image of it.
+
+    The map is EPSG:4326 at ~10 m with WorldCover codes and a nodata border; the image is a
+    4-band (R, G, B, NIR) uint16 reflectance raster on a UTM grid, so building from it
+    exercises reprojection.
+
+    Example: `groundsynth sample-world world/ --size 2048 --seed 1`
+    """
+    from groundsynth.data.sample_world import SampleWorldConfig, make_sample_world
+
+    try:
+        cfg = SampleWorldConfig(size=size, seed=seed, region=region)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    world = make_sample_world(out, cfg)
+    console.print(f"land cover: {world.landcover}\nimagery:    {world.imagery}")
+
+
+# ----------------------------------------------------------------------------- build
+def _parse_assign(values: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for v in values:
+        if "=" not in v:
+            raise typer.BadParameter(f"--assign expects SOURCE=SPLIT, got {v!r}")
+        a, b = v.split("=", 1)
+        out.append((a.strip(), b.strip()))
+    return tuple(out)
+
+
+def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{name} expects {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) != n:
+        raise typer.BadParameter(f"{name} expects {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+@app.command("build")
+@_friendly
+def build_cmd(
+    imagery: list[Path] = typer.Option(..., "--imagery", "-i", help="Imagery GeoTIFF/COG files, folders, or one-file-per-band products. Repeatable."),
+    landcover: list[Path] = typer.Option(..., "--landcover", "-l", help="WorldCover tiles or folders of them. Repeatable."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write (or resume)."),
+    size: int = typer.Option(256, help="Patch size in pixels."),
+    stride: int | None = typer.Option(None, help="Step between patches (default: --size, no overlap)."),
+    bands: str | None = typer.Option(None, help="Red,green,blue[,nir]: band names (B04,B03,B02,B08) for per-band products, 1-based indices or descriptions for multi-band files."),
+    scaling: str = typer.Option("reflectance", help="8-bit scaling: reflectance (fixed range), percentile (per source 2-98 %), patch-max (ARAS scripts)."),
+    reflectance_max: float = typer.Option(0.3, help="Reflectance mapped to 255 with --scaling reflectance."),
+    percentiles: str = typer.Option("2,98", help="Low,high percentiles for --scaling percentile."),
+    quantification: float | None = typer.Option(None, help="DN per unit reflectance when the files do not say (default 10000 for integers)."),
+    keep_nir: bool = typer.Option(False, help="Also write 4-band reflectance GeoTIFF patches (images_nir/)."),
+    max_water: float = typer.Option(0.9, help="Skip patches with a larger water fraction."),
+    max_label_nodata: float = typer.Option(0.0, help="Skip patches with a larger fraction of nodata labels (0: any)."),
+    max_image_nodata: float = typer.Option(1.0, help="Skip patches with a larger fraction of nodata imagery (all-zero patches are always skipped)."),
+    split_by: str = typer.Option("block", help="block (spatial blocks of patches) or source (whole sources/regions)."),
+    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions."),
+    block_size: int = typer.Option(8, help="Side of a split block, in patches."),
+    assign: list[str] = typer.Option([], help="With --split-by source: SOURCE=SPLIT, repeatable."),
+    seed: int = typer.Option(0, help="Seed of the split assignment."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
+    png_level: int = typer.Option(1, help="PNG zlib level 0-9 (lossless at every level)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Cut imagery + land cover into a patch dataset (images, palette masks, tables).
+
+    Land cover is read for each patch on the imagery grid (nearest, mosaicked across tiles);
+    files are paired by spatial overlap, never by name. Rerun the same command to resume.
+
+    Example: `groundsynth build -i world/sentinel2.tif -l world/landcover.tif -o data/ -j 2`
+    """
+    import yaml
+
+    from groundsynth.data.build import BuildConfig, build_dataset
+    from groundsynth.runs import to_plain
+
+    cfg = BuildConfig(
+        imagery=tuple(map(str, imagery)), landcover=tuple(map(str, landcover)), out=str(out),
+        size=size, stride=stride, bands=tuple(b.strip() for b in bands.split(",")) if bands else None,
+        quantification=quantification, scaling=scaling,  # type: ignore[arg-type]
+        reflectance_max=reflectance_max, percentiles=_floats(percentiles, 2, "--percentiles"),  # type: ignore[arg-type]
+        keep_nir=keep_nir, max_water=max_water, max_label_nodata=max_label_nodata,
+        max_image_nodata=max_image_nodata, split_by=split_by,  # type: ignore[arg-type]
+        split_fractions=_floats(split, 3, "--split"),  # type: ignore[arg-type]
+        block_size=block_size, assign=_parse_assign(assign), seed=seed, workers=workers,
+        png_compress_level=png_level,
+    ).resolved()
+    if dry_run:
+        console.print(yaml.safe_dump(to_plain(cfg), sort_keys=False))
+        return
+    with _progress(progress) as bar:
+        task = bar.add_task("build", total=None, info="")
+
+        def report(done: int, total: int, written: int) -> None:
+            bar.update(task, completed=done, total=total, info=f"{written} patches")
+
+        result = build_dataset(cfg, progress=report)
+    _print_build(result)
+
+
+def _print_build(result: Any) -> None:
+    t = Table(title=f"dataset: {result.out}", show_edge=False)
+    t.add_column("split")
+    t.add_column("patches", justify="right")
+    from groundsynth.classes import CLASS_NAMES
+
+    for n in CLASS_NAMES:
+        t.add_column(n, justify="right")
+    for s, n in result.counts.items():
+        share = result.class_share.get(s, {})
+        t.add_row(s, str(n), *(f"{100 * share.get(c, 0):.1f}%" for c in CLASS_NAMES))
+    console.print(t)
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(result.skipped.items())) or "none"
+    console.print(f"skipped patches: {skipped}")
+    lk = result.leakage
+    console.print(
+        f"split leakage: {lk['test_patches_touching_train']} of {lk['test_patches']} test patches touch a train patch"
+    )
+    if result.chunks_resumed:
+        console.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")
 
 
 def main() -> None:

@@ -1,0 +1,413 @@
+"""``groundsynth build``: Sentinel-2-like imagery + WorldCover land cover -> a patch dataset.
+
+The dataset directory is also the build's run directory (``config.yaml``, ``manifest.json``,
+``build.log``). Work is cut into chunks (see :mod:`groundsynth.data.chunks`) processed by
+``workers`` processes; each chunk's record is written last and atomically, so an interrupted
+build resumes by redoing only unrecorded chunks, and gives the same dataset as an
+uninterrupted one. The tables are assembled from the records at the end, streaming.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+
+from groundsynth.classes import CLASS_NAMES
+from groundsynth.data import chunks as _chunks
+from groundsynth.data.chunks import Chunk, ChunkPlan, load_record, process_chunk, record_path
+from groundsynth.data.composition import integer_percentages
+from groundsynth.data.contract import (
+    METADATA_COLUMNS,
+    PERCENT_COLUMNS,
+    SPLITS,
+    metadata_path,
+    percentages_csv,
+)
+from groundsynth.data.radiometry import SCALING_METHODS, ScalingMethod, source_percentiles
+from groundsynth.data.rasters import ImagerySource, LandcoverTile, discover_imagery, discover_landcover
+from groundsynth.data.splits import assign_sources, leakage, validate_fractions
+from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.io import atomic_open, atomic_path
+from groundsynth.runs import start_run, to_plain
+
+__all__ = ["BuildConfig", "BuildResult", "build_dataset"]
+
+log = logging.getLogger(__name__)
+
+#: Config fields that do not change the dataset (may differ when resuming).
+_NOT_IDENTITY = ("workers",)
+
+ProgressCallback = Callable[[int, int, int], None]  # (chunks done, chunks total, patches written)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Resolved options of a build (saved as ``config.yaml``)."""
+
+    imagery: tuple[str, ...]
+    landcover: tuple[str, ...]
+    out: str
+    size: int = 256
+    stride: int | None = None
+    bands: tuple[str, ...] | None = None
+    quantification: float | None = None
+    scaling: ScalingMethod = "reflectance"
+    reflectance_max: float = 0.3
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    keep_nir: bool = False
+    max_water: float = 0.9
+    max_label_nodata: float = 0.0
+    max_image_nodata: float = 1.0
+    split_by: Literal["block", "source"] = "block"
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    block_size: int = 8
+    assign: tuple[tuple[str, str], ...] = ()
+    seed: int = 0
+    workers: int = 1
+    chunk_patches: int = 16
+    png_compress_level: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.imagery:
+            raise InputError("no imagery given (--imagery PATH)")
+        if not self.landcover:
+            raise InputError("no land cover given (--landcover PATH)")
+        if self.size < 8 or self.size % 8:
+            raise InputError(f"--size must be a multiple of 8 and >= 8, got {self.size}")
+        if self.stride is not None and not 1 <= self.stride:
+            raise InputError(f"--stride must be >= 1, got {self.stride}")
+        if self.scaling not in SCALING_METHODS:
+            raise InputError(f"--scaling must be one of {', '.join(SCALING_METHODS)}, got {self.scaling!r}")
+        if not 0 < self.reflectance_max:
+            raise InputError(f"--reflectance-max must be > 0, got {self.reflectance_max}")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise InputError(f"--percentiles must satisfy 0 <= lo < hi <= 100, got {lo}, {hi}")
+        for name in ("max_water", "max_label_nodata", "max_image_nodata"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise InputError(f"--{name.replace('_', '-')} must be within 0..1, got {v}")
+        if self.split_by not in ("block", "source"):
+            raise InputError(f"--split-by must be 'block' or 'source', got {self.split_by!r}")
+        validate_fractions(self.split_fractions)
+        if self.block_size < 1 or self.workers < 1 or self.chunk_patches < 1:
+            raise InputError("--block-size, --workers and chunk size must be >= 1")
+        if not 0 <= self.png_compress_level <= 9:
+            raise InputError(f"PNG compression level must be 0..9, got {self.png_compress_level}")
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.size
+
+    def resolved(self) -> BuildConfig:
+        """The same config with absolute input/output paths and the stride filled in."""
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        kw["imagery"] = tuple(str(Path(p).resolve()) for p in self.imagery)
+        kw["landcover"] = tuple(str(Path(p).resolve()) for p in self.landcover)
+        kw["out"] = str(Path(self.out).resolve())
+        kw["stride"] = self.step
+        kw["bands"] = tuple(self.bands) if self.bands else None
+        kw["assign"] = tuple(tuple(a) for a in self.assign)
+        return BuildConfig(**kw)
+
+    def identity(self) -> dict:
+        d = to_plain(self)
+        for k in _NOT_IDENTITY:
+            d.pop(k, None)
+        return d
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    counts: dict[str, int]
+    skipped: dict[str, int]
+    class_share: dict[str, dict[str, float]]
+    leakage: dict[str, float | int]
+    chunks_total: int
+    chunks_resumed: int
+    seconds: float = 0.0
+    manifest: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- planning
+def _check_output(out: Path, config: BuildConfig) -> bool:
+    """Raise if ``out`` holds other data; return True when resuming a build of this config."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise OutputConflictError(f"{out}: exists and is not a directory")
+    cfg = out / "config.yaml"
+    if cfg.exists():
+        try:
+            old = yaml.safe_load(cfg.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise OutputConflictError(f"{cfg}: unreadable ({exc}); use a new --out") from exc
+        new = config.identity()
+        old = {k: v for k, v in old.items() if k not in _NOT_IDENTITY}
+        if old != new:
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise OutputConflictError(
+                f"{out}: holds another build's data (options differ: {', '.join(keys)}); "
+                "use a new --out, or rerun with the same options to resume"
+            )
+        return True
+    if any(out.iterdir()):
+        raise OutputConflictError(
+            f"{out}: is not empty and holds no groundsynth build; choose a new or empty --out"
+        )
+    return False
+
+
+def _pair(sources: list[ImagerySource], tiles: list[LandcoverTile]):
+    """Per source: indices of tiles that overlap it, and those tiles' bounds in its CRS."""
+    idx, bounds = [], []
+    for s in sources:
+        scrs = CRS.from_user_input(s.crs)
+        hit, hb = [], []
+        for i, t in enumerate(tiles):
+            try:
+                tb = transform_bounds(CRS.from_user_input(t.crs), scrs, *t.bounds, densify_pts=21)
+            except Exception as exc:  # noqa: BLE001 - PROJ raises several types
+                log.debug("cannot transform %s into %s: %s", t.path, s.crs, exc)
+                continue
+            if not np.all(np.isfinite(tb)):
+                continue
+            sb = s.bounds
+            if tb[0] < sb[2] and tb[2] > sb[0] and tb[1] < sb[3] and tb[3] > sb[1]:
+                hit.append(i)
+                hb.append(tuple(float(v) for v in tb))
+        if not hit:
+            geo = tuple(round(v, 4) for v in s.bounds_in("EPSG:4326"))
+            tgeo = [tuple(round(v, 4) for v in transform_bounds(t.crs, "EPSG:4326", *t.bounds)) for t in tiles[:3]]
+            raise InputError(
+                f"imagery {s.bands[0].path}: no overlap with any land-cover file "
+                f"(imagery lon/lat bounds {geo}; land cover {tgeo}{' ...' if len(tiles) > 3 else ''})"
+            )
+        idx.append(tuple(hit))
+        bounds.append(tuple(hb))
+    return tuple(idx), tuple(bounds)
+
+
+def _chunks_of(sources: list[ImagerySource], size: int, step: int, k: int) -> list[Chunk]:
+    out = []
+    for si, s in enumerate(sources):
+        if s.width < size or s.height < size:
+            log.warning("%s: %dx%d is smaller than one patch; skipped", s.name, s.width, s.height)
+            continue
+        nrows = (s.height - size) // step + 1
+        ncols = (s.width - size) // step + 1
+        for r in range(nrows):
+            for c0 in range(0, ncols, k):
+                out.append(Chunk(si, r, c0, min(k, ncols - c0)))
+    return out
+
+
+def _plan(config: BuildConfig, sources, tiles) -> ChunkPlan:
+    source_tiles, tile_bounds = _pair(sources, tiles)
+    if config.scaling == "percentile":
+        lo, hi = config.percentiles
+        perc = tuple(tuple(map(tuple, source_percentiles(s, lo, hi))) for s in sources)
+    else:
+        perc = tuple(None for _ in sources)
+    if config.split_by == "source":
+        areas = {s.name: float(s.width * s.height) for s in sources}
+        split_of = assign_sources(
+            areas, fractions=config.split_fractions, seed=config.seed, fixed=dict(config.assign)
+        )
+        source_split = tuple(split_of[s.name] for s in sources)
+    else:
+        if config.assign:
+            raise InputError("--assign applies to --split-by source only")
+        source_split = tuple(None for _ in sources)
+    return ChunkPlan(
+        out=config.out, sources=tuple(sources), tiles=tuple(tiles), source_tiles=source_tiles,
+        tile_bounds_in_source=tile_bounds, percentiles=perc, source_split=source_split,
+        size=config.size, stride=config.step, scaling=config.scaling,
+        reflectance_max=config.reflectance_max, keep_nir=config.keep_nir,
+        max_water=config.max_water, max_label_nodata=config.max_label_nodata,
+        max_image_nodata=config.max_image_nodata, split_fractions=config.split_fractions,
+        block_size=config.block_size, seed=config.seed, png_compress_level=config.png_compress_level,
+    )
+
+
+# ----------------------------------------------------------------------------- execution
+_WORKER_PLAN: ChunkPlan | None = None
+
+
+def _init_worker(plan: ChunkPlan) -> None:
+    global _WORKER_PLAN
+    _WORKER_PLAN = plan
+    os.environ.setdefault("GDAL_CACHEMAX", "128")
+
+
+def _work(chunk: Chunk) -> dict:
+    if _WORKER_PLAN is None:  # pragma: no cover - initializer always runs first
+        raise RuntimeError("worker was not initialised")
+    return process_chunk(_WORKER_PLAN, chunk)
+
+
+def _run_chunks(plan: ChunkPlan, todo: list[Chunk], workers: int, on_done: Callable[[dict], None]) -> None:
+    if workers == 1 or len(todo) <= 1:
+        try:
+            for c in todo:
+                on_done(process_chunk(plan, c))
+        finally:
+            _chunks.close_datasets()
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,)) as pool:
+        pending: set[cf.Future] = set()
+        it = iter(todo)
+        try:
+            for c in it:
+                pending.add(pool.submit(_work, c))
+                if len(pending) >= workers * 4:
+                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for f in done:
+                        on_done(f.result())
+            for f in cf.as_completed(pending):
+                on_done(f.result())
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+# ----------------------------------------------------------------------------- tables
+def _iter_rows(out: Path, all_chunks: list[Chunk]) -> Iterator[tuple[list[dict], dict]]:
+    for c in all_chunks:
+        rec = load_record(record_path(out, c))
+        yield rec["rows"], rec.get("skipped", {})
+
+
+def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("id", pa.string()), ("split", pa.string()), ("source", pa.string()), ("landcover", pa.string()),
+            ("row", pa.int32()), ("col", pa.int32()), ("crs", pa.string()), ("transform", pa.list_(pa.float64())),
+            *((c, pa.float64()) for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")),
+            *((f"frac_{n}", pa.float64()) for n in CLASS_NAMES),
+            ("scaling", pa.string()), ("origin", pa.string()),
+        ]
+    )
+    schema = pa.schema([schema.field(c) for c in METADATA_COLUMNS])
+    counts: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    share = {s: np.zeros(len(CLASS_NAMES)) for s in SPLITS}
+    positions: list[tuple[str, int, int, str]] = []
+    buffer: list[dict] = []
+    with ExitStack() as stack:
+        ptmp = stack.enter_context(atomic_path(metadata_path(out), suffix=".parquet"))
+        writer = stack.enter_context(pq.ParquetWriter(ptmp, schema, compression="zstd"))
+        csvs = {}
+        for s in SPLITS:
+            fh = stack.enter_context(atomic_open(percentages_csv(out, s), "w", encoding="utf-8", newline=""))
+            fh.write(",".join(PERCENT_COLUMNS) + "\n")
+            csvs[s] = fh
+
+        def flush() -> None:
+            if buffer:
+                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
+                buffer.clear()
+
+        for rows, sk in _iter_rows(out, all_chunks):
+            skipped.update(sk)
+            if not rows:
+                continue
+            fr = np.array([[r[f"frac_{n}"] for n in CLASS_NAMES] for r in rows])
+            pct = integer_percentages(fr)
+            for r, p, f in zip(rows, pct, fr):
+                s = r["split"]
+                counts[s] += 1
+                share[s] += f
+                positions.append((r["source"], r["row"], r["col"], s))
+                csvs[s].write(f"{r['id']}.png,{s}," + ",".join(map(str, p.tolist())) + "\n")
+            buffer.extend(rows)
+            if len(buffer) >= 8192:
+                flush()
+        flush()
+        writer.close()
+    class_share = {
+        s: {n: round(float(v / counts[s]), 6) for n, v in zip(CLASS_NAMES, share[s])}
+        for s in SPLITS if counts[s]
+    }
+    return dict(counts), dict(skipped), class_share, leakage(positions)
+
+
+# ----------------------------------------------------------------------------- entry point
+def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = None) -> BuildResult:
+    """Build (or resume building) a patch dataset as described by ``config``."""
+    config = config.resolved()
+    out = Path(config.out)
+    sources = discover_imagery(config.imagery, bands=config.bands, quantification=config.quantification)
+    tiles = discover_landcover(config.landcover)
+    if config.keep_nir:
+        no_nir = [s.name for s in sources if not s.has_nir]
+        if no_nir:
+            raise InputError(f"--keep-nir: imagery without a NIR band: {', '.join(no_nir)}")
+    resuming = _check_output(out, config)
+    plan = _plan(config, sources, tiles)  # validates overlap before anything is written
+    all_chunks = _chunks_of(sources, config.size, config.step, config.chunk_patches)
+    if not all_chunks:
+        raise InputError("imagery is smaller than one patch everywhere; lower --size")
+    run = start_run(out, "build", config, seeds={"split": config.seed})
+    try:
+        todo = [c for c in all_chunks if not record_path(out, c).exists()]
+        n_done = len(all_chunks) - len(todo)
+        if resuming:
+            log.info("resuming: %d of %d chunks already done", n_done, len(all_chunks))
+        log.info("%d sources, %d land-cover tiles, %d chunks to process", len(sources), len(tiles), len(todo))
+        written = 0
+        state = {"done": n_done}
+
+        def on_done(res: dict) -> None:
+            nonlocal written
+            state["done"] += 1
+            written += res["written"]
+            if progress is not None:
+                progress(state["done"], len(all_chunks), written)
+
+        if progress is not None:
+            progress(n_done, len(all_chunks), 0)
+        _run_chunks(plan, todo, config.workers, on_done)
+        counts, skipped, class_share, leak = _finalise(out, all_chunks)
+        outputs = {
+            "patches": counts,
+            "skipped": skipped,
+            "class_share": class_share,
+            "leakage": leak,
+            "sources": {s.name: {"split": plan.source_split[i], "crs": s.crs, "size": [s.width, s.height]}
+                        for i, s in enumerate(sources)},
+        }
+        manifest = run.finish(
+            inputs=[b.path for s in sources for b in s.bands] + [t.path for t in tiles],
+            outputs=outputs,
+            digest=[metadata_path(out)] + [percentages_csv(out, s) for s in SPLITS],
+            extra={"chunks": {"total": len(all_chunks), "resumed": n_done}},
+        )
+    except BaseException:
+        run.close()
+        raise
+    log.info("built %d patches into %s (skipped: %s)", sum(counts.values()), out, skipped)
+    return BuildResult(
+        out=out, counts=counts, skipped=skipped, class_share=class_share, leakage=leak,
+        chunks_total=len(all_chunks), chunks_resumed=n_done,
+        seconds=manifest["timings"]["seconds"], manifest=manifest,
+    )

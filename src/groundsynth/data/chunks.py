@@ -1,0 +1,297 @@
+"""The builder's unit of work: one chunk = up to K patches along one patch row of a source.
+
+A chunk reads one imagery window (bands x size x K*stride) and the land cover under it
+(reprojected onto the imagery grid, nearest, mosaicked across tiles), cuts it into patches,
+filters them, writes images and masks atomically, and records its metadata rows and skip
+counts in one JSON file written last. A chunk whose record exists is done; one without is
+redone from scratch on resume, rewriting the same bytes. Memory per chunk is independent
+of the raster size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.warp import reproject
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window, from_bounds
+
+from groundsynth.classes import CLASS_NAMES, IGNORE_INDEX, WATER, remap_worldcover
+from groundsynth.data.composition import class_fractions
+from groundsynth.data.contract import image_path, mask_path, nir_path
+from groundsynth.data.masks import encode_mask_png, encode_rgb_png
+from groundsynth.data.radiometry import describe_scaling, to_uint8
+from groundsynth.data.rasters import ImagerySource, LandcoverTile
+from groundsynth.data.splits import block_split
+from groundsynth.errors import InputError
+from groundsynth.io import atomic_path, write_bytes, write_json
+
+__all__ = ["Chunk", "ChunkPlan", "process_chunk", "record_path"]
+
+log = logging.getLogger(__name__)
+
+SKIP_REASONS = ("imagery_empty", "imagery_nodata", "label_nodata", "water")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    source: int  # index into ChunkPlan.sources
+    row: int  # patch row
+    col0: int  # first patch column
+    ncols: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.source:04d}-{self.row:06d}-{self.col0:06d}"
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Everything a worker needs, picklable (paths and numbers only)."""
+
+    out: str
+    sources: tuple[ImagerySource, ...]
+    tiles: tuple[LandcoverTile, ...]
+    source_tiles: tuple[tuple[int, ...], ...]  # per source: indices of overlapping tiles
+    tile_bounds_in_source: tuple[tuple[tuple[float, float, float, float], ...], ...]
+    percentiles: tuple[tuple[tuple[float, ...], tuple[float, ...]] | None, ...]
+    source_split: tuple[str | None, ...]  # fixed split per source, or None for blocked
+    size: int
+    stride: int
+    scaling: str
+    reflectance_max: float
+    keep_nir: bool
+    max_water: float
+    max_label_nodata: float
+    max_image_nodata: float
+    split_fractions: tuple[float, float, float]
+    block_size: int
+    seed: int
+    png_compress_level: int
+
+
+def record_path(out: str | Path, chunk: Chunk) -> Path:
+    return Path(out) / ".build" / "chunks" / f"{chunk.key}.json"
+
+
+class _Datasets:
+    """Per-process cache of open rasters: each file is opened once per worker."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, rasterio.io.DatasetReader] = {}
+
+    def get(self, path: str) -> rasterio.io.DatasetReader:
+        ds = self._open.get(path)
+        if ds is None:
+            try:
+                ds = rasterio.open(path)
+            except RasterioError as exc:
+                raise InputError(f"{path}: cannot be read as a raster: {exc}") from exc
+            self._open[path] = ds
+        return ds
+
+    def close(self) -> None:
+        for ds in self._open.values():
+            ds.close()
+        self._open.clear()
+
+
+_CACHE = _Datasets()
+
+
+def _read_imagery(src: ImagerySource, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Return (reflectance float32 (B, h, w), nodata bool (h, w)) for a window of the source grid."""
+    h, w = int(win.height), int(win.width)
+    grid = Affine(*src.transform)
+    bounds = rasterio.windows.bounds(win, grid)
+    refl = np.empty((len(src.bands), h, w), dtype=np.float32)
+    nodata = np.ones((h, w), dtype=bool)
+    for k, ref in enumerate(src.bands):
+        ds = _CACHE.get(ref.path)
+        try:
+            if tuple(ds.transform)[:6] == src.transform and (ds.width, ds.height) == (src.width, src.height):
+                dn = ds.read(ref.index, window=win)
+            else:  # a coarser band of a one-file-per-band product: resample onto the grid
+                bwin = from_bounds(*bounds, transform=ds.transform)
+                dn = ds.read(
+                    ref.index, window=bwin, out_shape=(h, w), resampling=Resampling.bilinear,
+                    boundless=True, fill_value=ref.nodata or 0,
+                )
+        except RasterioError as exc:
+            raise InputError(f"{ref.path}: failed to read window {win} (corrupt or truncated?): {exc}") from exc
+        invalid = dn == (ref.nodata if ref.nodata is not None else 0)
+        nodata &= invalid
+        band = dn.astype(np.float32)
+        band *= ref.scale
+        band += ref.offset
+        band[invalid] = 0.0
+        np.maximum(band, 0.0, out=band)
+        refl[k] = band
+    return refl, nodata
+
+
+def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, list[str]]:
+    """Class indices (h, w) on the imagery window's grid, mosaicked from overlapping tiles."""
+    src = plan.sources[si]
+    h, w = int(win.height), int(win.width)
+    dst_transform = rasterio.windows.transform(win, Affine(*src.transform))
+    cb = rasterio.windows.bounds(win, Affine(*src.transform))
+    codes = np.zeros((h, w), dtype=np.uint8)
+    used = []
+    for ti, tb in zip(plan.source_tiles[si], plan.tile_bounds_in_source[si]):
+        if tb[0] >= cb[2] or tb[2] <= cb[0] or tb[1] >= cb[3] or tb[3] <= cb[1]:
+            continue
+        tile = plan.tiles[ti]
+        ds = _CACHE.get(tile.path)
+        try:
+            tbounds = rasterio.warp.transform_bounds(src.crs, ds.crs, *cb, densify_pts=21)
+            fw = from_bounds(*tbounds, transform=ds.transform)
+            c0, r0 = math.floor(fw.col_off) - 2, math.floor(fw.row_off) - 2
+            c1 = math.ceil(fw.col_off + fw.width) + 2
+            r1 = math.ceil(fw.row_off + fw.height) + 2
+            swin = Window(c0, r0, c1 - c0, r1 - r0)
+            swin = swin.intersection(Window(0, 0, ds.width, ds.height))
+        except (rasterio.errors.WindowError, ValueError):
+            continue
+        if swin.width < 1 or swin.height < 1:
+            continue
+        try:
+            arr = ds.read(1, window=swin)
+        except RasterioError as exc:
+            raise InputError(f"{tile.path}: failed to read window {swin} (corrupt or truncated?): {exc}") from exc
+        if arr.dtype != np.uint8:
+            arr = np.where((arr >= 0) & (arr <= 255), arr, 0).astype(np.uint8)
+        tmp = np.zeros((h, w), dtype=np.uint8)
+        reproject(
+            arr, tmp,
+            src_transform=ds.window_transform(swin), src_crs=ds.crs, src_nodata=0,
+            dst_transform=dst_transform, dst_crs=src.crs, dst_nodata=0,
+            resampling=Resampling.nearest,
+        )
+        np.copyto(codes, tmp, where=codes == 0)
+        used.append(Path(tile.path).name)
+    return remap_worldcover(codes), used
+
+
+def _write_nir(path: Path, refl: np.ndarray, crs: str, transform: Affine, level: int) -> None:
+    data = np.clip(np.rint(refl * 10000.0), 0, 65535).astype(np.uint16)
+    with atomic_path(path, suffix=".tif") as tmp:
+        with rasterio.open(
+            tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+            dtype="uint16", crs=crs, transform=transform, compress="deflate", zlevel=max(level, 1),
+        ) as dst:
+            dst.write(data)
+            dst.update_tags(QUANTIFICATION_VALUE="10000", BANDS="red,green,blue,nir")
+            dst.scales = (1e-4,) * data.shape[0]
+            for i, name in enumerate(("red", "green", "blue", "nir")[: data.shape[0]], start=1):
+                dst.set_band_description(i, name)
+
+
+def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
+    """Process one chunk; write its patches and its record. Returns the record."""
+    src = plan.sources[chunk.source]
+    size, stride = plan.size, plan.stride
+    width = (chunk.ncols - 1) * stride + size
+    win = Window(chunk.col0 * stride, chunk.row * stride, width, size)
+    refl, img_nodata = _read_imagery(src, win)
+    labels, used = _read_landcover(plan, chunk.source, win)
+    grid = Affine(*src.transform)
+    perc = plan.percentiles[chunk.source]
+    skipped: Counter[str] = Counter()
+    rows = []
+    for k in range(chunk.ncols):
+        x = k * stride
+        col = chunk.col0 + k
+        nd = img_nodata[:, x : x + size]
+        if nd.all():
+            skipped["imagery_empty"] += 1
+            continue
+        if nd.mean() > plan.max_image_nodata:
+            skipped["imagery_nodata"] += 1
+            continue
+        lab = labels[:, x : x + size]
+        if (lab == IGNORE_INDEX).mean() > plan.max_label_nodata:
+            skipped["label_nodata"] += 1
+            continue
+        frac = class_fractions(lab)
+        if frac[WATER] > plan.max_water:
+            skipped["water"] += 1
+            continue
+        if plan.max_label_nodata > 0:  # tolerated nodata pixels: give them the nearest class
+            lab = _fill_ignore(lab)
+        patch = refl[:, :, x : x + size]
+        if plan.scaling == "percentile" and perc is not None:
+            image, pmax = to_uint8(patch[:3], "percentile", lo=list(perc[0]), hi=list(perc[1]))
+        else:
+            image, pmax = to_uint8(patch[:3], plan.scaling, reflectance_max=plan.reflectance_max)  # type: ignore[arg-type]
+        sid = f"{src.name}_{chunk.row:03d}_{col:03d}"
+        split = plan.source_split[chunk.source] or block_split(
+            src.name, chunk.row, col, block_size=plan.block_size,
+            fractions=plan.split_fractions, seed=plan.seed,
+        )
+        write_bytes(image_path(Path(plan.out), split, sid), encode_rgb_png(image, plan.png_compress_level))
+        write_bytes(mask_path(Path(plan.out), split, sid), encode_mask_png(lab, plan.png_compress_level))
+        ptransform = grid * Affine.translation(chunk.col0 * stride + x, chunk.row * stride)
+        if plan.keep_nir:
+            if not src.has_nir:
+                raise InputError(f"--keep-nir: imagery source {src.name} has no NIR band")
+            _write_nir(nir_path(Path(plan.out), split, sid), patch, src.crs, ptransform, plan.png_compress_level)
+        minx, maxy = ptransform * (0, 0)
+        maxx, miny = ptransform * (size, size)
+        rows.append(
+            {
+                "id": sid, "split": split, "source": src.name, "landcover": ";".join(used),
+                "row": chunk.row, "col": col, "crs": src.crs, "transform": list(ptransform)[:6],
+                "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+                **{f"frac_{n}": float(f) for n, f in zip(CLASS_NAMES, frac)},
+                "scaling": describe_scaling(
+                    plan.scaling, reflectance_max=plan.reflectance_max,
+                    lo=list(perc[0]) if perc else None, hi=list(perc[1]) if perc else None,
+                    patch_max=pmax,
+                ),
+                "origin": "real",
+            }
+        )
+    if rows:
+        xs = [(r["minx"] + r["maxx"]) / 2 for r in rows]
+        ys = [(r["miny"] + r["maxy"]) / 2 for r in rows]
+        lons, lats = warp_transform(src.crs, "EPSG:4326", xs, ys)
+        for r, lon, lat in zip(rows, lons, lats):
+            r["lon"], r["lat"] = float(lon), float(lat)
+    record = {"chunk": asdict(chunk), "rows": rows, "skipped": dict(skipped)}
+    write_json(record_path(plan.out, chunk), record)
+    return {"chunk": chunk.key, "written": len(rows), "skipped": dict(skipped)}
+
+
+def _fill_ignore(lab: np.ndarray) -> np.ndarray:
+    """Replace IGNORE_INDEX pixels by the nearest labelled pixel's class."""
+    from scipy import ndimage
+
+    bad = lab == IGNORE_INDEX
+    if not bad.any():
+        return lab
+    idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+    return lab[tuple(idx)]
+
+
+def load_record(path: Path) -> dict:
+    """Read a chunk record (raises InputError naming the file if it is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable chunk record ({exc}); delete it to redo the chunk") from exc
+
+
+def close_datasets() -> None:
+    _CACHE.close()
+

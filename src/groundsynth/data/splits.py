@@ -1,0 +1,109 @@
+"""Deterministic, spatially blocked train/val/test splits and their leakage figure.
+
+``block``: the patch grid of each source is cut into blocks of N x N patches; each block goes
+to one split by a hash of (seed, source, block row, block column), so neighbouring patches
+mostly share a split and the assignment does not depend on processing order or resumption.
+``source``: whole imagery sources (regions) go to one split each, for held-out-region tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+
+from groundsynth.data.contract import SPLITS
+from groundsynth.errors import InputError
+
+__all__ = ["assign_sources", "block_split", "leakage", "unit_hash", "validate_fractions"]
+
+
+def unit_hash(*parts: object) -> float:
+    """A deterministic number in [0, 1) from the parts (stable across runs and platforms)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def validate_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    if len(fractions) != 3 or any(f < 0 for f in fractions):
+        raise InputError(f"split fractions must be three non-negative numbers, got {list(fractions)}")
+    total = sum(fractions)
+    if abs(total - 1.0) > 1e-6:
+        raise InputError(f"split fractions must sum to 1, got {list(fractions)} (sum {total:g})")
+    return tuple(float(f) for f in fractions)  # type: ignore[return-value]
+
+
+def _pick(u: float, fractions: Sequence[float]) -> str:
+    acc = 0.0
+    for name, f in zip(SPLITS, fractions):
+        acc += f
+        if u < acc:
+            return name
+    return SPLITS[-1]
+
+
+def block_split(
+    source: str, row: int, col: int, *, block_size: int, fractions: Sequence[float], seed: int
+) -> str:
+    """The split of patch (row, col) of ``source`` under blocked splitting."""
+    return _pick(unit_hash(seed, source, row // block_size, col // block_size), fractions)
+
+
+def assign_sources(
+    sources: Mapping[str, float],
+    *,
+    fractions: Sequence[float],
+    seed: int,
+    fixed: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Assign whole sources to splits: ``fixed`` first, the rest greedily in hash order to the
+    split whose share of the total area (``sources`` maps name -> area) is furthest below its
+    target fraction."""
+    fixed = dict(fixed or {})
+    for name, split in fixed.items():
+        if name not in sources:
+            raise InputError(f"--assign names unknown source {name!r}; sources: {sorted(sources)}")
+        if split not in SPLITS:
+            raise InputError(f"--assign {name}={split}: split must be one of {', '.join(SPLITS)}")
+    total = sum(sources.values()) or 1.0
+    filled = dict.fromkeys(SPLITS, 0.0)
+    out = {}
+    for name, split in fixed.items():
+        out[name] = split
+        filled[split] += sources[name]
+    for name in sorted((n for n in sources if n not in fixed), key=lambda n: unit_hash(seed, n)):
+        split = max(SPLITS, key=lambda s: fractions[SPLITS.index(s)] * total - filled[s])
+        out[name] = split
+        filled[split] += sources[name]
+    return out
+
+
+def leakage(patches: Iterable[tuple[str, int, int, str]]) -> dict[str, float | int]:
+    """Count train/test patch pairs that touch (share an edge or a corner) in a patch grid.
+
+    ``patches`` yields (source, row, col, split). Returns the pair count, the number of test
+    patches touching any train patch, and that number as a fraction of the test patches.
+    """
+    where: dict[tuple[str, int, int], str] = {}
+    for source, row, col, split in patches:
+        where[(source, row, col)] = split
+    pairs = 0
+    touched = 0
+    n_test = 0
+    for (source, row, col), split in where.items():
+        if split != "test":
+            continue
+        n_test += 1
+        k = sum(
+            where.get((source, row + dr, col + dc)) == "train"
+            for dr in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+            if dr or dc
+        )
+        pairs += k
+        touched += k > 0
+    return {
+        "train_test_touching_pairs": pairs,
+        "test_patches_touching_train": touched,
+        "test_patches": n_test,
+        "test_touching_fraction": round(touched / n_test, 6) if n_test else 0.0,
+    }
