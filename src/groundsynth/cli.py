@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from groundsynth import __version__
@@ -89,7 +96,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     _setup_logging(verbose)
@@ -137,7 +146,9 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{name} expects {n} comma-separated numbers, got {text!r}") from None
+        raise typer.BadParameter(
+            f"{name} expects {n} comma-separated numbers, got {text!r}"
+        ) from None
     if len(vals) != n:
         raise typer.BadParameter(f"{name} expects {n} comma-separated numbers, got {text!r}")
     return vals
@@ -146,21 +157,49 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
 @app.command("build")
 @_friendly
 def build_cmd(
-    imagery: list[Path] = typer.Option(..., "--imagery", "-i", help="Imagery GeoTIFF/COG files, folders, or one-file-per-band products. Repeatable."),
-    landcover: list[Path] = typer.Option(..., "--landcover", "-l", help="WorldCover tiles or folders of them. Repeatable."),
+    imagery: list[Path] = typer.Option(
+        ...,
+        "--imagery",
+        "-i",
+        help="Imagery GeoTIFF/COG files, folders, or one-file-per-band products. Repeatable.",
+    ),
+    landcover: list[Path] = typer.Option(
+        ..., "--landcover", "-l", help="WorldCover tiles or folders of them. Repeatable."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write (or resume)."),
     size: int = typer.Option(256, help="Patch size in pixels."),
-    stride: int | None = typer.Option(None, help="Step between patches (default: --size, no overlap)."),
-    bands: str | None = typer.Option(None, help="Red,green,blue[,nir]: band names (B04,B03,B02,B08) for per-band products, 1-based indices or descriptions for multi-band files."),
-    scaling: str = typer.Option("reflectance", help="8-bit scaling: reflectance (fixed range), percentile (per source 2-98 %), patch-max (ARAS scripts)."),
-    reflectance_max: float = typer.Option(0.3, help="Reflectance mapped to 255 with --scaling reflectance."),
+    stride: int | None = typer.Option(
+        None, help="Step between patches (default: --size, no overlap)."
+    ),
+    bands: str | None = typer.Option(
+        None,
+        help="Red,green,blue[,nir]: band names (B04,B03,B02,B08) for per-band products, 1-based indices or descriptions for multi-band files.",
+    ),
+    scaling: str = typer.Option(
+        "reflectance",
+        help="8-bit scaling: reflectance (fixed range), percentile (per source 2-98 %), patch-max (ARAS scripts).",
+    ),
+    reflectance_max: float = typer.Option(
+        0.3, help="Reflectance mapped to 255 with --scaling reflectance."
+    ),
     percentiles: str = typer.Option("2,98", help="Low,high percentiles for --scaling percentile."),
-    quantification: float | None = typer.Option(None, help="DN per unit reflectance when the files do not say (default 10000 for integers)."),
-    keep_nir: bool = typer.Option(False, help="Also write 4-band reflectance GeoTIFF patches (images_nir/)."),
+    quantification: float | None = typer.Option(
+        None, help="DN per unit reflectance when the files do not say (default 10000 for integers)."
+    ),
+    keep_nir: bool = typer.Option(
+        False, help="Also write 4-band reflectance GeoTIFF patches (images_nir/)."
+    ),
     max_water: float = typer.Option(0.9, help="Skip patches with a larger water fraction."),
-    max_label_nodata: float = typer.Option(0.0, help="Skip patches with a larger fraction of nodata labels (0: any)."),
-    max_image_nodata: float = typer.Option(1.0, help="Skip patches with a larger fraction of nodata imagery (all-zero patches are always skipped)."),
-    split_by: str = typer.Option("block", help="block (spatial blocks of patches) or source (whole sources/regions)."),
+    max_label_nodata: float = typer.Option(
+        0.0, help="Skip patches with a larger fraction of nodata labels (0: any)."
+    ),
+    max_image_nodata: float = typer.Option(
+        1.0,
+        help="Skip patches with a larger fraction of nodata imagery (all-zero patches are always skipped).",
+    ),
+    split_by: str = typer.Option(
+        "block", help="block (spatial blocks of patches) or source (whole sources/regions)."
+    ),
     split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions."),
     block_size: int = typer.Option(8, help="Side of a split block, in patches."),
     assign: list[str] = typer.Option([], help="With --split-by source: SOURCE=SPLIT, repeatable."),
@@ -183,14 +222,26 @@ def build_cmd(
     from groundsynth.runs import to_plain
 
     cfg = BuildConfig(
-        imagery=tuple(map(str, imagery)), landcover=tuple(map(str, landcover)), out=str(out),
-        size=size, stride=stride, bands=tuple(b.strip() for b in bands.split(",")) if bands else None,
-        quantification=quantification, scaling=scaling,  # type: ignore[arg-type]
-        reflectance_max=reflectance_max, percentiles=_floats(percentiles, 2, "--percentiles"),  # type: ignore[arg-type]
-        keep_nir=keep_nir, max_water=max_water, max_label_nodata=max_label_nodata,
-        max_image_nodata=max_image_nodata, split_by=split_by,  # type: ignore[arg-type]
+        imagery=tuple(map(str, imagery)),
+        landcover=tuple(map(str, landcover)),
+        out=str(out),
+        size=size,
+        stride=stride,
+        bands=tuple(b.strip() for b in bands.split(",")) if bands else None,
+        quantification=quantification,
+        scaling=scaling,  # type: ignore[arg-type]
+        reflectance_max=reflectance_max,
+        percentiles=_floats(percentiles, 2, "--percentiles"),  # type: ignore[arg-type]
+        keep_nir=keep_nir,
+        max_water=max_water,
+        max_label_nodata=max_label_nodata,
+        max_image_nodata=max_image_nodata,
+        split_by=split_by,  # type: ignore[arg-type]
         split_fractions=_floats(split, 3, "--split"),  # type: ignore[arg-type]
-        block_size=block_size, assign=_parse_assign(assign), seed=seed, workers=workers,
+        block_size=block_size,
+        assign=_parse_assign(assign),
+        seed=seed,
+        workers=workers,
         png_compress_level=png_level,
     ).resolved()
     if dry_run:
@@ -225,7 +276,161 @@ def _print_build(result: Any) -> None:
         f"split leakage: {lk['test_patches_touching_train']} of {lk['test_patches']} test patches touch a train patch"
     )
     if result.chunks_resumed:
-        console.print(f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done")
+        console.print(
+            f"resumed: {result.chunks_resumed} of {result.chunks_total} chunks were already done"
+        )
+
+
+# ----------------------------------------------------------------------------- validate
+@app.command("validate")
+@_friendly
+def validate_cmd(
+    root: Path = typer.Argument(..., help="Dataset directory (groundsynth or ARAS400k layout)."),
+    tolerance: float = typer.Option(
+        1.0, help="Allowed disagreement, in percentage points, between tables and masks."
+    ),
+    sum_tolerance: float = typer.Option(
+        0.0, help="Allowed deviation of a row's class percentages from 100."
+    ),
+    decode_images: bool = typer.Option(
+        False, help="Decode every image's pixels, not only its header."
+    ),
+    limit: int = typer.Option(20, help="Problems to list (all are counted)."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the full report as JSON."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Check a dataset: unpaired files, size mismatches, unknown mask colours, and tables
+    that disagree with the masks. Exits with status 1 when a problem is found.
+
+    Example: `groundsynth validate data/ --tolerance 1`
+    """
+    from groundsynth.io import write_json
+
+    report = _validate(
+        root,
+        progress,
+        tolerance=tolerance,
+        sum_tolerance=sum_tolerance,
+        decode_images=decode_images,
+    )
+    console.print(report.summary(limit=limit), highlight=False)
+    if json_out is not None:
+        write_json(json_out, report.to_dict())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _validate(root: Path, progress: bool, **kw: Any) -> Any:
+    from groundsynth.data.validate import validate_dataset
+
+    with _progress(progress) as bar:
+        task = bar.add_task("validate", total=None, info="")
+        return validate_dataset(
+            root, progress=lambda d, t: bar.update(task, completed=d, total=t), **kw
+        )
+
+
+# ----------------------------------------------------------------------------- demo
+@app.command("demo")
+@_friendly
+def demo_cmd(
+    out: Path = typer.Option(
+        Path("demo_out"), "--out", "-o", help="Where the demo writes everything."
+    ),
+    size: int = typer.Option(4096, help="Sample-world size in pixels."),
+    patch_size: int = typer.Option(256, help="Patch size."),
+    seed: int = typer.Option(0, help="Seed of the sample world and the splits."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Worker processes for the build."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Run the pipeline on the built-in sample world: make the world, build the dataset,
+    validate it, and summarise it. Rerunning resumes.
+
+    Example: `groundsynth demo --out demo_out --size 2048`
+    """
+    from groundsynth.data.build import BuildConfig, build_dataset
+    from groundsynth.data.sample_world import SampleWorldConfig, make_sample_world
+
+    world_dir = out / "world"
+    console.rule("[bold]1. sample world")
+    world = make_sample_world(world_dir, SampleWorldConfig(size=size, seed=seed))
+    console.print(f"land cover {world.landcover}\nimagery    {world.imagery}")
+    console.rule("[bold]2. build")
+    cfg = BuildConfig(
+        imagery=(str(world.imagery),),
+        landcover=(str(world.landcover),),
+        out=str(out / "dataset"),
+        size=patch_size,
+        seed=seed,
+        workers=workers,
+        block_size=2,  # small world: small blocks
+    )
+    with _progress(progress) as bar:
+        task = bar.add_task("build", total=None, info="")
+        result = build_dataset(
+            cfg,
+            progress=lambda d, t, w: bar.update(task, completed=d, total=t, info=f"{w} patches"),
+        )
+    _print_build(result)
+    console.rule("[bold]3. validate")
+    report = _validate(result.out, progress)
+    console.print(report.summary(limit=10), highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    console.rule("[bold]done")
+    console.print(
+        f"dataset written to {result.out} ({sum(result.counts.values())} patches, {result.seconds:.1f} s)"
+    )
+
+
+# ----------------------------------------------------------------------------- fetch
+@fetch_app.command("aras400k")
+@_friendly
+def fetch_aras400k_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset root to download and unpack into."),
+    splits: str = typer.Option("test", help="Comma-separated splits: train, val, test, synth."),
+    base_url: str | None = typer.Option(
+        None, help="Mirror serving <split>.zip (default: the Zenodo record)."
+    ),
+    keep_zip: bool = typer.Option(False, help="Keep the downloaded zips after unpacking."),
+    no_extract: bool = typer.Option(
+        False, "--no-extract", help="Only download and verify the zips."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Download ARAS400k (Zenodo 18890661): resumable, MD5-verified, safely unpacked.
+
+    An interrupted download resumes where it stopped when rerun; archives whose MD5 does
+    not match the published one are rejected; members that would land outside OUT are refused.
+
+    Example: `groundsynth fetch aras400k --out data/aras400k --splits test,val`
+    """
+    from groundsynth.data.fetch import ARAS400K_BASE_URL, fetch_aras400k
+
+    wanted = [s.strip() for s in splits.split(",") if s.strip()]
+    results = []
+    with _progress(progress) as bar:
+        for split in wanted:
+            task = bar.add_task(f"{split}.zip", total=None, info="")
+
+            def report(done: int, total: int | None, _task: Any = task) -> None:
+                bar.update(_task, completed=done, total=total, info=f"{done / 2**20:.0f} MiB")
+
+            results += fetch_aras400k(
+                out,
+                (split,),
+                base_url=base_url or ARAS400K_BASE_URL,
+                extract=not no_extract,
+                keep_zip=keep_zip,
+                progress=report,
+            )
+    for r in results:
+        state = (
+            "already present" if r.skipped else f"{r.bytes_downloaded / 2**20:.1f} MiB downloaded"
+        )
+        console.print(f"{r.split}: {state}; {r.files_total} files in {r.path}")
 
 
 def main() -> None:

@@ -37,8 +37,13 @@ from groundsynth.data.contract import (
     percentages_csv,
 )
 from groundsynth.data.radiometry import SCALING_METHODS, ScalingMethod, source_percentiles
-from groundsynth.data.rasters import ImagerySource, LandcoverTile, discover_imagery, discover_landcover
-from groundsynth.data.splits import assign_sources, leakage, validate_fractions
+from groundsynth.data.rasters import (
+    ImagerySource,
+    LandcoverTile,
+    discover_imagery,
+    discover_landcover,
+)
+from groundsynth.data.splits import assign_blocks, assign_sources, leakage, validate_fractions
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.io import atomic_open, atomic_path
 from groundsynth.runs import start_run, to_plain
@@ -87,11 +92,13 @@ class BuildConfig:
             raise InputError("no land cover given (--landcover PATH)")
         if self.size < 8 or self.size % 8:
             raise InputError(f"--size must be a multiple of 8 and >= 8, got {self.size}")
-        if self.stride is not None and not 1 <= self.stride:
+        if self.stride is not None and not self.stride >= 1:
             raise InputError(f"--stride must be >= 1, got {self.stride}")
         if self.scaling not in SCALING_METHODS:
-            raise InputError(f"--scaling must be one of {', '.join(SCALING_METHODS)}, got {self.scaling!r}")
-        if not 0 < self.reflectance_max:
+            raise InputError(
+                f"--scaling must be one of {', '.join(SCALING_METHODS)}, got {self.scaling!r}"
+            )
+        if not self.reflectance_max > 0:
             raise InputError(f"--reflectance-max must be > 0, got {self.reflectance_max}")
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
@@ -192,7 +199,10 @@ def _pair(sources: list[ImagerySource], tiles: list[LandcoverTile]):
                 hb.append(tuple(float(v) for v in tb))
         if not hit:
             geo = tuple(round(v, 4) for v in s.bounds_in("EPSG:4326"))
-            tgeo = [tuple(round(v, 4) for v in transform_bounds(t.crs, "EPSG:4326", *t.bounds)) for t in tiles[:3]]
+            tgeo = [
+                tuple(round(v, 4) for v in transform_bounds(t.crs, "EPSG:4326", *t.bounds))
+                for t in tiles[:3]
+            ]
             raise InputError(
                 f"imagery {s.bands[0].path}: no overlap with any land-cover file "
                 f"(imagery lon/lat bounds {geo}; land cover {tgeo}{' ...' if len(tiles) > 3 else ''})"
@@ -216,7 +226,7 @@ def _chunks_of(sources: list[ImagerySource], size: int, step: int, k: int) -> li
     return out
 
 
-def _plan(config: BuildConfig, sources, tiles) -> ChunkPlan:
+def _plan(config: BuildConfig, sources, tiles, all_chunks: list[Chunk]) -> ChunkPlan:
     source_tiles, tile_bounds = _pair(sources, tiles)
     if config.scaling == "percentile":
         lo, hi = config.percentiles
@@ -233,14 +243,36 @@ def _plan(config: BuildConfig, sources, tiles) -> ChunkPlan:
         if config.assign:
             raise InputError("--assign applies to --split-by source only")
         source_split = tuple(None for _ in sources)
+    blocks: dict[tuple[str, int, int], str] = {}
+    if config.split_by == "block":
+        b = config.block_size
+        keys = {
+            (sources[c.source].name, c.row // b, col // b)
+            for c in all_chunks
+            for col in range(c.col0, c.col0 + c.ncols)
+        }
+        blocks = assign_blocks(keys, fractions=config.split_fractions, seed=config.seed)
     return ChunkPlan(
-        out=config.out, sources=tuple(sources), tiles=tuple(tiles), source_tiles=source_tiles,
-        tile_bounds_in_source=tile_bounds, percentiles=perc, source_split=source_split,
-        size=config.size, stride=config.step, scaling=config.scaling,
-        reflectance_max=config.reflectance_max, keep_nir=config.keep_nir,
-        max_water=config.max_water, max_label_nodata=config.max_label_nodata,
-        max_image_nodata=config.max_image_nodata, split_fractions=config.split_fractions,
-        block_size=config.block_size, seed=config.seed, png_compress_level=config.png_compress_level,
+        out=config.out,
+        sources=tuple(sources),
+        tiles=tuple(tiles),
+        source_tiles=source_tiles,
+        tile_bounds_in_source=tile_bounds,
+        percentiles=perc,
+        source_split=source_split,
+        block_splits=blocks,
+        size=config.size,
+        stride=config.step,
+        scaling=config.scaling,
+        reflectance_max=config.reflectance_max,
+        keep_nir=config.keep_nir,
+        max_water=config.max_water,
+        max_label_nodata=config.max_label_nodata,
+        max_image_nodata=config.max_image_nodata,
+        split_fractions=config.split_fractions,
+        block_size=config.block_size,
+        seed=config.seed,
+        png_compress_level=config.png_compress_level,
     )
 
 
@@ -260,7 +292,9 @@ def _work(chunk: Chunk) -> dict:
     return process_chunk(_WORKER_PLAN, chunk)
 
 
-def _run_chunks(plan: ChunkPlan, todo: list[Chunk], workers: int, on_done: Callable[[dict], None]) -> None:
+def _run_chunks(
+    plan: ChunkPlan, todo: list[Chunk], workers: int, on_done: Callable[[dict], None]
+) -> None:
     if workers == 1 or len(todo) <= 1:
         try:
             for c in todo:
@@ -269,7 +303,9 @@ def _run_chunks(plan: ChunkPlan, todo: list[Chunk], workers: int, on_done: Calla
             _chunks.close_datasets()
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,)) as pool:
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,)
+    ) as pool:
         pending: set[cf.Future] = set()
         it = iter(todo)
         try:
@@ -300,11 +336,18 @@ def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dic
 
     schema = pa.schema(
         [
-            ("id", pa.string()), ("split", pa.string()), ("source", pa.string()), ("landcover", pa.string()),
-            ("row", pa.int32()), ("col", pa.int32()), ("crs", pa.string()), ("transform", pa.list_(pa.float64())),
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("source", pa.string()),
+            ("landcover", pa.string()),
+            ("row", pa.int32()),
+            ("col", pa.int32()),
+            ("crs", pa.string()),
+            ("transform", pa.list_(pa.float64())),
             *((c, pa.float64()) for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")),
             *((f"frac_{n}", pa.float64()) for n in CLASS_NAMES),
-            ("scaling", pa.string()), ("origin", pa.string()),
+            ("scaling", pa.string()),
+            ("origin", pa.string()),
         ]
     )
     schema = pa.schema([schema.field(c) for c in METADATA_COLUMNS])
@@ -318,7 +361,9 @@ def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dic
         writer = stack.enter_context(pq.ParquetWriter(ptmp, schema, compression="zstd"))
         csvs = {}
         for s in SPLITS:
-            fh = stack.enter_context(atomic_open(percentages_csv(out, s), "w", encoding="utf-8", newline=""))
+            fh = stack.enter_context(
+                atomic_open(percentages_csv(out, s), "w", encoding="utf-8", newline="")
+            )
             fh.write(",".join(PERCENT_COLUMNS) + "\n")
             csvs[s] = fh
 
@@ -346,9 +391,11 @@ def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dic
         writer.close()
     class_share = {
         s: {n: round(float(v / counts[s]), 6) for n, v in zip(CLASS_NAMES, share[s])}
-        for s in SPLITS if counts[s]
+        for s in SPLITS
+        if counts[s]
     }
-    return dict(counts), dict(skipped), class_share, leakage(positions)
+    ordered = {s: counts[s] for s in SPLITS if counts[s]}
+    return ordered, dict(sorted(skipped.items())), class_share, leakage(positions)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -356,24 +403,31 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
     """Build (or resume building) a patch dataset as described by ``config``."""
     config = config.resolved()
     out = Path(config.out)
-    sources = discover_imagery(config.imagery, bands=config.bands, quantification=config.quantification)
+    sources = discover_imagery(
+        config.imagery, bands=config.bands, quantification=config.quantification
+    )
     tiles = discover_landcover(config.landcover)
     if config.keep_nir:
         no_nir = [s.name for s in sources if not s.has_nir]
         if no_nir:
             raise InputError(f"--keep-nir: imagery without a NIR band: {', '.join(no_nir)}")
     resuming = _check_output(out, config)
-    plan = _plan(config, sources, tiles)  # validates overlap before anything is written
     all_chunks = _chunks_of(sources, config.size, config.step, config.chunk_patches)
     if not all_chunks:
         raise InputError("imagery is smaller than one patch everywhere; lower --size")
+    plan = _plan(config, sources, tiles, all_chunks)  # checks overlap before anything is written
     run = start_run(out, "build", config, seeds={"split": config.seed})
     try:
         todo = [c for c in all_chunks if not record_path(out, c).exists()]
         n_done = len(all_chunks) - len(todo)
         if resuming:
             log.info("resuming: %d of %d chunks already done", n_done, len(all_chunks))
-        log.info("%d sources, %d land-cover tiles, %d chunks to process", len(sources), len(tiles), len(todo))
+        log.info(
+            "%d sources, %d land-cover tiles, %d chunks to process",
+            len(sources),
+            len(tiles),
+            len(todo),
+        )
         written = 0
         state = {"done": n_done}
 
@@ -393,8 +447,10 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
             "skipped": skipped,
             "class_share": class_share,
             "leakage": leak,
-            "sources": {s.name: {"split": plan.source_split[i], "crs": s.crs, "size": [s.width, s.height]}
-                        for i, s in enumerate(sources)},
+            "sources": {
+                s.name: {"split": plan.source_split[i], "crs": s.crs, "size": [s.width, s.height]}
+                for i, s in enumerate(sources)
+            },
         }
         manifest = run.finish(
             inputs=[b.path for s in sources for b in s.bands] + [t.path for t in tiles],
@@ -407,7 +463,13 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
         raise
     log.info("built %d patches into %s (skipped: %s)", sum(counts.values()), out, skipped)
     return BuildResult(
-        out=out, counts=counts, skipped=skipped, class_share=class_share, leakage=leak,
-        chunks_total=len(all_chunks), chunks_resumed=n_done,
-        seconds=manifest["timings"]["seconds"], manifest=manifest,
+        out=out,
+        counts=counts,
+        skipped=skipped,
+        class_share=class_share,
+        leakage=leak,
+        chunks_total=len(all_chunks),
+        chunks_resumed=n_done,
+        seconds=manifest["timings"]["seconds"],
+        manifest=manifest,
     )

@@ -32,7 +32,6 @@ from groundsynth.data.contract import image_path, mask_path, nir_path
 from groundsynth.data.masks import encode_mask_png, encode_rgb_png
 from groundsynth.data.radiometry import describe_scaling, to_uint8
 from groundsynth.data.rasters import ImagerySource, LandcoverTile
-from groundsynth.data.splits import block_split
 from groundsynth.errors import InputError
 from groundsynth.io import atomic_path, write_bytes, write_json
 
@@ -66,6 +65,7 @@ class ChunkPlan:
     tile_bounds_in_source: tuple[tuple[tuple[float, float, float, float], ...], ...]
     percentiles: tuple[tuple[tuple[float, ...], tuple[float, ...]] | None, ...]
     source_split: tuple[str | None, ...]  # fixed split per source, or None for blocked
+    block_splits: dict[tuple[str, int, int], str]  # (source name, block row, block col) -> split
     size: int
     stride: int
     scaling: str
@@ -119,16 +119,25 @@ def _read_imagery(src: ImagerySource, win: Window) -> tuple[np.ndarray, np.ndarr
     for k, ref in enumerate(src.bands):
         ds = _CACHE.get(ref.path)
         try:
-            if tuple(ds.transform)[:6] == src.transform and (ds.width, ds.height) == (src.width, src.height):
+            if tuple(ds.transform)[:6] == src.transform and (ds.width, ds.height) == (
+                src.width,
+                src.height,
+            ):
                 dn = ds.read(ref.index, window=win)
             else:  # a coarser band of a one-file-per-band product: resample onto the grid
                 bwin = from_bounds(*bounds, transform=ds.transform)
                 dn = ds.read(
-                    ref.index, window=bwin, out_shape=(h, w), resampling=Resampling.bilinear,
-                    boundless=True, fill_value=ref.nodata or 0,
+                    ref.index,
+                    window=bwin,
+                    out_shape=(h, w),
+                    resampling=Resampling.bilinear,
+                    boundless=True,
+                    fill_value=ref.nodata or 0,
                 )
         except RasterioError as exc:
-            raise InputError(f"{ref.path}: failed to read window {win} (corrupt or truncated?): {exc}") from exc
+            raise InputError(
+                f"{ref.path}: failed to read window {win} (corrupt or truncated?): {exc}"
+            ) from exc
         invalid = dn == (ref.nodata if ref.nodata is not None else 0)
         nodata &= invalid
         band = dn.astype(np.float32)
@@ -168,14 +177,21 @@ def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, 
         try:
             arr = ds.read(1, window=swin)
         except RasterioError as exc:
-            raise InputError(f"{tile.path}: failed to read window {swin} (corrupt or truncated?): {exc}") from exc
+            raise InputError(
+                f"{tile.path}: failed to read window {swin} (corrupt or truncated?): {exc}"
+            ) from exc
         if arr.dtype != np.uint8:
             arr = np.where((arr >= 0) & (arr <= 255), arr, 0).astype(np.uint8)
         tmp = np.zeros((h, w), dtype=np.uint8)
         reproject(
-            arr, tmp,
-            src_transform=ds.window_transform(swin), src_crs=ds.crs, src_nodata=0,
-            dst_transform=dst_transform, dst_crs=src.crs, dst_nodata=0,
+            arr,
+            tmp,
+            src_transform=ds.window_transform(swin),
+            src_crs=ds.crs,
+            src_nodata=0,
+            dst_transform=dst_transform,
+            dst_crs=src.crs,
+            dst_nodata=0,
             resampling=Resampling.nearest,
         )
         np.copyto(codes, tmp, where=codes == 0)
@@ -185,16 +201,24 @@ def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, 
 
 def _write_nir(path: Path, refl: np.ndarray, crs: str, transform: Affine, level: int) -> None:
     data = np.clip(np.rint(refl * 10000.0), 0, 65535).astype(np.uint16)
-    with atomic_path(path, suffix=".tif") as tmp:
-        with rasterio.open(
-            tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-            dtype="uint16", crs=crs, transform=transform, compress="deflate", zlevel=max(level, 1),
-        ) as dst:
-            dst.write(data)
-            dst.update_tags(QUANTIFICATION_VALUE="10000", BANDS="red,green,blue,nir")
-            dst.scales = (1e-4,) * data.shape[0]
-            for i, name in enumerate(("red", "green", "blue", "nir")[: data.shape[0]], start=1):
-                dst.set_band_description(i, name)
+    with atomic_path(path, suffix=".tif") as tmp, rasterio.open(
+        tmp,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype="uint16",
+        crs=crs,
+        transform=transform,
+        compress="deflate",
+        zlevel=max(level, 1),
+    ) as dst:
+        dst.write(data)
+        dst.update_tags(QUANTIFICATION_VALUE="10000", BANDS="red,green,blue,nir")
+        dst.scales = (1e-4,) * data.shape[0]
+        for i, name in enumerate(("red", "green", "blue", "nir")[: data.shape[0]], start=1):
+            dst.set_band_description(i, name)
 
 
 def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
@@ -235,28 +259,49 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
         else:
             image, pmax = to_uint8(patch[:3], plan.scaling, reflectance_max=plan.reflectance_max)  # type: ignore[arg-type]
         sid = f"{src.name}_{chunk.row:03d}_{col:03d}"
-        split = plan.source_split[chunk.source] or block_split(
-            src.name, chunk.row, col, block_size=plan.block_size,
-            fractions=plan.split_fractions, seed=plan.seed,
+        split = (
+            plan.source_split[chunk.source]
+            or plan.block_splits[(src.name, chunk.row // plan.block_size, col // plan.block_size)]
         )
-        write_bytes(image_path(Path(plan.out), split, sid), encode_rgb_png(image, plan.png_compress_level))
-        write_bytes(mask_path(Path(plan.out), split, sid), encode_mask_png(lab, plan.png_compress_level))
+        write_bytes(
+            image_path(Path(plan.out), split, sid), encode_rgb_png(image, plan.png_compress_level)
+        )
+        write_bytes(
+            mask_path(Path(plan.out), split, sid), encode_mask_png(lab, plan.png_compress_level)
+        )
         ptransform = grid * Affine.translation(chunk.col0 * stride + x, chunk.row * stride)
         if plan.keep_nir:
             if not src.has_nir:
                 raise InputError(f"--keep-nir: imagery source {src.name} has no NIR band")
-            _write_nir(nir_path(Path(plan.out), split, sid), patch, src.crs, ptransform, plan.png_compress_level)
+            _write_nir(
+                nir_path(Path(plan.out), split, sid),
+                patch,
+                src.crs,
+                ptransform,
+                plan.png_compress_level,
+            )
         minx, maxy = ptransform * (0, 0)
         maxx, miny = ptransform * (size, size)
         rows.append(
             {
-                "id": sid, "split": split, "source": src.name, "landcover": ";".join(used),
-                "row": chunk.row, "col": col, "crs": src.crs, "transform": list(ptransform)[:6],
-                "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+                "id": sid,
+                "split": split,
+                "source": src.name,
+                "landcover": ";".join(used),
+                "row": chunk.row,
+                "col": col,
+                "crs": src.crs,
+                "transform": list(ptransform)[:6],
+                "minx": minx,
+                "miny": miny,
+                "maxx": maxx,
+                "maxy": maxy,
                 **{f"frac_{n}": float(f) for n, f in zip(CLASS_NAMES, frac)},
                 "scaling": describe_scaling(
-                    plan.scaling, reflectance_max=plan.reflectance_max,
-                    lo=list(perc[0]) if perc else None, hi=list(perc[1]) if perc else None,
+                    plan.scaling,
+                    reflectance_max=plan.reflectance_max,
+                    lo=list(perc[0]) if perc else None,
+                    hi=list(perc[1]) if perc else None,
                     patch_max=pmax,
                 ),
                 "origin": "real",
@@ -289,9 +334,10 @@ def load_record(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable chunk record ({exc}); delete it to redo the chunk") from exc
+        raise InputError(
+            f"{path}: unreadable chunk record ({exc}); delete it to redo the chunk"
+        ) from exc
 
 
 def close_datasets() -> None:
     _CACHE.close()
-

@@ -158,5 +158,7 @@ def encode_rgb_png(image: np.ndarray, compress_level: int = DEFAULT_PNG_COMPRESS
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     buf = io.BytesIO()
-    Image.frombytes("RGB", (image.shape[1], image.shape[0]), image.tobytes()).save(buf, format="PNG", compress_level=compress_level)
+    Image.frombytes("RGB", (image.shape[1], image.shape[0]), image.tobytes()).save(
+        buf, format="PNG", compress_level=compress_level
+    )
     return buf.getvalue()

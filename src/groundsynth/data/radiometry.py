@@ -38,7 +38,9 @@ def source_percentiles(
     los, his = [], []
     for ref in source.bands[:3]:
         with rasterio.open(ref.path) as ds:
-            dn = ds.read(ref.index, out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
+            dn = ds.read(ref.index, out_shape=shape, resampling=Resampling.nearest).astype(
+                np.float64
+            )
         valid = dn != (ref.nodata if ref.nodata is not None else 0)
         vals = dn[valid] * ref.scale + ref.offset
         if vals.size == 0:

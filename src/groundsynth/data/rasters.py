@@ -66,7 +66,9 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     try:
         return rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"{path}: cannot be read as a raster (corrupt or truncated?): {exc}") from exc
+        raise InputError(
+            f"{path}: cannot be read as a raster (corrupt or truncated?): {exc}"
+        ) from exc
 
 
 def _normalise_band(name: str) -> str:
@@ -79,9 +81,7 @@ def _normalise_band(name: str) -> str:
 def _check_readable(ds: rasterio.io.DatasetReader, path: Path, band: int) -> None:
     """Read the last block of a band, so a truncated file fails now, not mid-build."""
     h, w = ds.block_shapes[band - 1]
-    win = Window(
-        max(ds.width - w, 0), max(ds.height - h, 0), min(w, ds.width), min(h, ds.height)
-    )
+    win = Window(max(ds.width - w, 0), max(ds.height - h, 0), min(w, ds.width), min(h, ds.height))
     try:
         ds.read(band, window=win)
     except RasterioError as exc:
@@ -141,7 +141,9 @@ def _expand(paths: Iterable[str | os.PathLike[str]], what: str) -> list[Path]:
                 q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in RASTER_SUFFIXES
             )
             if not found:
-                raise InputError(f"{p}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})")
+                raise InputError(
+                    f"{p}: folder holds no raster files ({', '.join(RASTER_SUFFIXES)})"
+                )
             files.extend(found)
         elif p.exists():
             files.append(p)
@@ -184,7 +186,11 @@ def _parse_baseline(text: str) -> tuple[int, int] | None:
 
 
 def _radiometry(
-    ds: rasterio.io.DatasetReader, path: Path, index: int, band_name: str, quantification: float | None
+    ds: rasterio.io.DatasetReader,
+    path: Path,
+    index: int,
+    band_name: str,
+    quantification: float | None,
 ) -> tuple[float, float]:
     """Return (scale, offset) so that reflectance = DN * scale + offset for one band."""
     gscale, goffset = ds.scales[index - 1], ds.offsets[index - 1]
@@ -207,7 +213,9 @@ def _radiometry(
         baseline = _baseline_from(path, tags)
         if baseline is not None and baseline >= (4, 0):
             add = -1000.0
-            log.info("%s: processing baseline %d.%02d: applying BOA_ADD_OFFSET -1000", path, *baseline)
+            log.info(
+                "%s: processing baseline %d.%02d: applying BOA_ADD_OFFSET -1000", path, *baseline
+            )
     return 1.0 / q, (add or 0.0) / q
 
 
@@ -220,10 +228,14 @@ def _describe(path: Path, ds: rasterio.io.DatasetReader) -> None:
             f"expected one of {', '.join(SUPPORTED_DTYPES)}"
         )
     if ds.transform.b != 0 or ds.transform.d != 0:
-        raise InputError(f"{path}: rotated grids are not supported; warp it to a north-up grid first")
+        raise InputError(
+            f"{path}: rotated grids are not supported; warp it to a north-up grid first"
+        )
 
 
-def _choose_multiband(ds: rasterio.io.DatasetReader, path: Path, bands: Sequence[str] | None) -> list[int]:
+def _choose_multiband(
+    ds: rasterio.io.DatasetReader, path: Path, bands: Sequence[str] | None
+) -> list[int]:
     """1-based indices of red, green, blue[, nir] in a multi-band file."""
     if bands:
         out = []
@@ -234,7 +246,9 @@ def _choose_multiband(ds: rasterio.io.DatasetReader, path: Path, bands: Sequence
                 desc = [(d or "").lower() for d in ds.descriptions]
                 key = str(b).lower()
                 if key not in desc:
-                    raise InputError(f"{path}: no band described as {b!r}; bands: {ds.descriptions}")
+                    raise InputError(
+                        f"{path}: no band described as {b!r}; bands: {ds.descriptions}"
+                    )
                 i = desc.index(key) + 1
             if not 1 <= i <= ds.count:
                 raise InputError(f"{path}: band {i} requested but the file has {ds.count} bands")
@@ -283,7 +297,9 @@ def discover_imagery(
     for f in files:
         m = _BAND_RE.match(f.stem)
         if m:
-            groups.setdefault((f.parent, m.group("prefix") or ""), {})[_normalise_band(m.group("band"))] = f
+            groups.setdefault((f.parent, m.group("prefix") or ""), {})[
+                _normalise_band(m.group("band"))
+            ] = f
         else:
             singles.append(f)
     sources: list[ImagerySource] = []
@@ -295,7 +311,9 @@ def discover_imagery(
                 _check_readable(ds, f, idx[0])
             roles = ("red", "green", "blue", "nir")
             refs = tuple(
-                BandRef(str(f), i, roles[k], *_radiometry(ds, f, i, roles[k], quantification), ds.nodata)
+                BandRef(
+                    str(f), i, roles[k], *_radiometry(ds, f, i, roles[k], quantification), ds.nodata
+                )
                 for k, i in enumerate(idx)
             )
             sources.append(_make_source(f.stem, refs, ds))
@@ -319,7 +337,9 @@ def discover_imagery(
                 _describe(p, ds)
                 if check_pixels:
                     _check_readable(ds, p, 1)
-                refs_list.append(BandRef(str(p), 1, role, *_radiometry(ds, p, 1, b, quantification), ds.nodata))
+                refs_list.append(
+                    BandRef(str(p), 1, role, *_radiometry(ds, p, 1, b, quantification), ds.nodata)
+                )
                 if finest is None or ds.res[0] < finest[0]:
                     finest = (ds.res[0], p)
         if finest is None:  # unreachable: ``wanted`` is never empty
@@ -330,7 +350,9 @@ def discover_imagery(
     return sources
 
 
-def _make_source(name: str, refs: tuple[BandRef, ...], ds: rasterio.io.DatasetReader) -> ImagerySource:
+def _make_source(
+    name: str, refs: tuple[BandRef, ...], ds: rasterio.io.DatasetReader
+) -> ImagerySource:
     return ImagerySource(
         name=_safe_name(name),
         bands=refs,
@@ -351,7 +373,9 @@ def _dedupe_names(sources: list[ImagerySource]) -> None:
             sources[i] = ImagerySource(**{**s.__dict__, "name": f"{s.name}-{n + 1}"})
 
 
-def discover_landcover(paths: Iterable[str | os.PathLike[str]], *, check_pixels: bool = True) -> list[LandcoverTile]:
+def discover_landcover(
+    paths: Iterable[str | os.PathLike[str]], *, check_pixels: bool = True
+) -> list[LandcoverTile]:
     """Find land-cover tiles; each must have a CRS and one uint8 band of WorldCover codes."""
     tiles = []
     for f in _expand(paths, "land-cover"):

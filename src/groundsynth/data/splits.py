@@ -1,8 +1,10 @@
 """Deterministic, spatially blocked train/val/test splits and their leakage figure.
 
-``block``: the patch grid of each source is cut into blocks of N x N patches; each block goes
-to one split by a hash of (seed, source, block row, block column), so neighbouring patches
-mostly share a split and the assignment does not depend on processing order or resumption.
+``block``: the patch grid of each source is cut into blocks of N x N patches; the blocks are
+ordered by a hash of (seed, source, block row, block column) and the first 80 % of them (by
+default) go to train, the next 10 % to val, the rest to test. Neighbouring patches mostly
+share a split, the shares are exact in blocks, and the assignment does not depend on
+processing order or resumption.
 ``source``: whole imagery sources (regions) go to one split each, for held-out-region tests.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from groundsynth.data.contract import SPLITS
 from groundsynth.errors import InputError
 
-__all__ = ["assign_sources", "block_split", "leakage", "unit_hash", "validate_fractions"]
+__all__ = ["assign_blocks", "assign_sources", "leakage", "unit_hash", "validate_fractions"]
 
 
 def unit_hash(*parts: object) -> float:
@@ -25,27 +27,43 @@ def unit_hash(*parts: object) -> float:
 
 def validate_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f < 0 for f in fractions):
-        raise InputError(f"split fractions must be three non-negative numbers, got {list(fractions)}")
+        raise InputError(
+            f"split fractions must be three non-negative numbers, got {list(fractions)}"
+        )
     total = sum(fractions)
     if abs(total - 1.0) > 1e-6:
         raise InputError(f"split fractions must sum to 1, got {list(fractions)} (sum {total:g})")
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
 
-def _pick(u: float, fractions: Sequence[float]) -> str:
-    acc = 0.0
-    for name, f in zip(SPLITS, fractions):
-        acc += f
-        if u < acc:
-            return name
-    return SPLITS[-1]
+def split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Integer counts summing to ``n`` in proportion to ``fractions`` (largest remainder);
+    every split with a non-zero fraction gets at least one item when ``n`` allows."""
+    raw = [n * f for f in fractions]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))[: n - sum(counts)]:
+        counts[i] += 1
+    for i, f in enumerate(fractions):
+        if f > 0 and counts[i] == 0 and n >= sum(1 for g in fractions if g > 0):
+            j = max(range(len(counts)), key=lambda k: counts[k])
+            counts[j] -= 1
+            counts[i] += 1
+    return counts
 
 
-def block_split(
-    source: str, row: int, col: int, *, block_size: int, fractions: Sequence[float], seed: int
-) -> str:
-    """The split of patch (row, col) of ``source`` under blocked splitting."""
-    return _pick(unit_hash(seed, source, row // block_size, col // block_size), fractions)
+def assign_blocks(
+    blocks: Iterable[tuple[str, int, int]], *, fractions: Sequence[float], seed: int
+) -> dict[tuple[str, int, int], str]:
+    """Assign (source, block row, block col) keys to splits in hash order, exact in counts."""
+    order = sorted(set(blocks), key=lambda b: (unit_hash(seed, *b), b))
+    counts = split_counts(len(order), fractions)
+    out: dict[tuple[str, int, int], str] = {}
+    start = 0
+    for name, k in zip(SPLITS, counts):
+        for b in order[start : start + k]:
+            out[b] = name
+        start += k
+    return out
 
 
 def assign_sources(
