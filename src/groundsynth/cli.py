@@ -205,7 +205,12 @@ def build_cmd(
     assign: list[str] = typer.Option([], help="With --split-by source: SOURCE=SPLIT, repeatable."),
     seed: int = typer.Option(0, help="Seed of the split assignment."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
-    png_level: int = typer.Option(1, help="PNG zlib level 0-9 (lossless at every level)."),
+    png_encoder: str = typer.Option(
+        "auto", help="RGB PNG encoder: fpng (fast), pil, or auto (fpng if installed)."
+    ),
+    png_level: int = typer.Option(
+        1, help="PNG zlib level 0-9 for the pil encoder (lossless at every level)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
@@ -243,6 +248,7 @@ def build_cmd(
         seed=seed,
         workers=workers,
         png_compress_level=png_level,
+        png_encoder=png_encoder,  # type: ignore[arg-type]
     ).resolved()
     if dry_run:
         console.print(yaml.safe_dump(to_plain(cfg), sort_keys=False))

@@ -17,6 +17,16 @@ from typing import IO, Any
 __all__ = ["atomic_path", "atomic_open", "write_bytes", "write_text", "write_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of the files we write: what ``open()`` would give (mkstemp alone gives 0600).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.
@@ -29,6 +39,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
     )
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
-import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import rasterio
 import yaml
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
@@ -36,6 +37,7 @@ from groundsynth.data.contract import (
     metadata_path,
     percentages_csv,
 )
+from groundsynth.data.masks import resolve_png_encoder
 from groundsynth.data.radiometry import SCALING_METHODS, ScalingMethod, source_percentiles
 from groundsynth.data.rasters import (
     ImagerySource,
@@ -84,6 +86,7 @@ class BuildConfig:
     workers: int = 1
     chunk_patches: int = 16
     png_compress_level: int = 1
+    png_encoder: Literal["auto", "fpng", "pil"] = "auto"
 
     def __post_init__(self) -> None:
         if not self.imagery:
@@ -114,6 +117,10 @@ class BuildConfig:
             raise InputError("--block-size, --workers and chunk size must be >= 1")
         if not 0 <= self.png_compress_level <= 9:
             raise InputError(f"PNG compression level must be 0..9, got {self.png_compress_level}")
+        try:
+            resolve_png_encoder(self.png_encoder)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     @property
     def step(self) -> int:
@@ -128,6 +135,7 @@ class BuildConfig:
         kw["stride"] = self.step
         kw["bands"] = tuple(self.bands) if self.bands else None
         kw["assign"] = tuple(tuple(a) for a in self.assign)
+        kw["png_encoder"] = resolve_png_encoder(self.png_encoder)
         return BuildConfig(**kw)
 
     def identity(self) -> dict:
@@ -147,6 +155,7 @@ class BuildResult:
     chunks_total: int
     chunks_resumed: int
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: plan, process, finalise
     manifest: dict = field(default_factory=dict)
 
 
@@ -273,17 +282,22 @@ def _plan(config: BuildConfig, sources, tiles, all_chunks: list[Chunk]) -> Chunk
         block_size=config.block_size,
         seed=config.seed,
         png_compress_level=config.png_compress_level,
+        png_encoder=config.png_encoder,
     )
 
 
 # ----------------------------------------------------------------------------- execution
 _WORKER_PLAN: ChunkPlan | None = None
+#: GDAL block cache per process, MiB: chunks are read once, so a small cache suffices and
+#: keeps each worker's memory independent of raster size (GDAL's default is 5 % of RAM).
+GDAL_CACHE_MIB = 64
 
 
 def _init_worker(plan: ChunkPlan) -> None:
     global _WORKER_PLAN
     _WORKER_PLAN = plan
-    os.environ.setdefault("GDAL_CACHEMAX", "128")
+    env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB)
+    env.__enter__()  # for the worker's lifetime
 
 
 def _work(chunk: Chunk) -> dict:
@@ -297,8 +311,9 @@ def _run_chunks(
 ) -> None:
     if workers == 1 or len(todo) <= 1:
         try:
-            for c in todo:
-                on_done(process_chunk(plan, c))
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB):
+                for c in todo:
+                    on_done(process_chunk(plan, c))
         finally:
             _chunks.close_datasets()
         return
@@ -401,6 +416,7 @@ def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dic
 # ----------------------------------------------------------------------------- entry point
 def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = None) -> BuildResult:
     """Build (or resume building) a patch dataset as described by ``config``."""
+    t_start = time.perf_counter()
     config = config.resolved()
     out = Path(config.out)
     sources = discover_imagery(
@@ -440,8 +456,15 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
 
         if progress is not None:
             progress(n_done, len(all_chunks), 0)
+        t_process = time.perf_counter()
         _run_chunks(plan, todo, config.workers, on_done)
+        t_finalise = time.perf_counter()
         counts, skipped, class_share, leak = _finalise(out, all_chunks)
+        phases = {
+            "plan": round(t_process - t_start, 3),
+            "process": round(t_finalise - t_process, 3),
+            "finalise": round(time.perf_counter() - t_finalise, 3),
+        }
         outputs = {
             "patches": counts,
             "skipped": skipped,
@@ -456,7 +479,7 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
             inputs=[b.path for s in sources for b in s.bands] + [t.path for t in tiles],
             outputs=outputs,
             digest=[metadata_path(out)] + [percentages_csv(out, s) for s in SPLITS],
-            extra={"chunks": {"total": len(all_chunks), "resumed": n_done}},
+            extra={"chunks": {"total": len(all_chunks), "resumed": n_done}, "phases": phases},
         )
     except BaseException:
         run.close()
@@ -471,5 +494,6 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
         chunks_total=len(all_chunks),
         chunks_resumed=n_done,
         seconds=manifest["timings"]["seconds"],
+        phases=phases,
         manifest=manifest,
     )

@@ -30,7 +30,7 @@ from groundsynth.classes import CLASS_NAMES, IGNORE_INDEX, WATER, remap_worldcov
 from groundsynth.data.composition import class_fractions
 from groundsynth.data.contract import image_path, mask_path, nir_path
 from groundsynth.data.masks import encode_mask_png, encode_rgb_png
-from groundsynth.data.radiometry import describe_scaling, to_uint8
+from groundsynth.data.radiometry import Scaler, describe_scaling
 from groundsynth.data.rasters import ImagerySource, LandcoverTile
 from groundsynth.errors import InputError
 from groundsynth.io import atomic_path, write_bytes, write_json
@@ -78,6 +78,7 @@ class ChunkPlan:
     block_size: int
     seed: int
     png_compress_level: int
+    png_encoder: str
 
 
 def record_path(out: str | Path, chunk: Chunk) -> Path:
@@ -107,46 +108,62 @@ class _Datasets:
 
 
 _CACHE = _Datasets()
+_SCALERS: dict[tuple[str, int], Scaler] = {}
 
 
-def _read_imagery(src: ImagerySource, win: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Return (reflectance float32 (B, h, w), nodata bool (h, w)) for a window of the source grid."""
+def _scaler(plan: ChunkPlan, si: int) -> Scaler:
+    """The source's scaler, built once per process (its lookup tables cost ~1 ms)."""
+    key = (plan.out, si)
+    if key not in _SCALERS:
+        perc = plan.percentiles[si]
+        _SCALERS[key] = Scaler(
+            plan.sources[si].bands, plan.scaling,  # type: ignore[arg-type]
+            reflectance_max=plan.reflectance_max,
+            lo=list(perc[0]) if perc else None, hi=list(perc[1]) if perc else None,
+        )  # fmt: skip
+    return _SCALERS[key]
+
+
+def _on_grid(ds: rasterio.io.DatasetReader, src: ImagerySource) -> bool:
+    return tuple(ds.transform)[:6] == src.transform and ds.shape == (src.height, src.width)
+
+
+def _guarded_read(ds: rasterio.io.DatasetReader, path: str, window: Window, **kw) -> np.ndarray:
+    try:
+        return ds.read(window=window, **kw)
+    except RasterioError as exc:
+        raise InputError(
+            f"{path}: failed to read window {window} (corrupt or truncated?): {exc}"
+        ) from exc
+
+
+def _read_imagery(src: ImagerySource, win: Window, nbands: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw DNs (nbands, h, w) of the first ``nbands`` bands on the source grid, and the
+    pixels that are nodata in every band read."""
     h, w = int(win.height), int(win.width)
     grid = Affine(*src.transform)
     bounds = rasterio.windows.bounds(win, grid)
-    refl = np.empty((len(src.bands), h, w), dtype=np.float32)
-    nodata = np.ones((h, w), dtype=bool)
-    for k, ref in enumerate(src.bands):
-        ds = _CACHE.get(ref.path)
-        try:
-            if tuple(ds.transform)[:6] == src.transform and (ds.width, ds.height) == (
-                src.width,
-                src.height,
-            ):
-                dn = ds.read(ref.index, window=win)
+    refs = src.bands[:nbands]
+    first = _CACHE.get(refs[0].path)
+    out = np.empty((nbands, h, w), dtype=first.dtypes[refs[0].index - 1])
+    if len({r.path for r in refs}) == 1 and _on_grid(first, src):
+        # one multi-band file: read all bands in one pass over its (pixel-interleaved) tiles
+        _guarded_read(first, refs[0].path, win, indexes=[r.index for r in refs], out=out)
+    else:
+        for k, ref in enumerate(refs):
+            ds = _CACHE.get(ref.path)
+            if _on_grid(ds, src) and ds.dtypes[ref.index - 1] == out.dtype:
+                _guarded_read(ds, ref.path, win, indexes=ref.index, out=out[k])
             else:  # a coarser band of a one-file-per-band product: resample onto the grid
-                bwin = from_bounds(*bounds, transform=ds.transform)
-                dn = ds.read(
-                    ref.index,
-                    window=bwin,
-                    out_shape=(h, w),
-                    resampling=Resampling.bilinear,
-                    boundless=True,
+                out[k] = _guarded_read(
+                    ds, ref.path, from_bounds(*bounds, transform=ds.transform), indexes=ref.index,
+                    out_shape=(h, w), resampling=Resampling.bilinear, boundless=True,
                     fill_value=ref.nodata or 0,
-                )
-        except RasterioError as exc:
-            raise InputError(
-                f"{ref.path}: failed to read window {win} (corrupt or truncated?): {exc}"
-            ) from exc
-        invalid = dn == (ref.nodata if ref.nodata is not None else 0)
-        nodata &= invalid
-        band = dn.astype(np.float32)
-        band *= ref.scale
-        band += ref.offset
-        band[invalid] = 0.0
-        np.maximum(band, 0.0, out=band)
-        refl[k] = band
-    return refl, nodata
+                )  # fmt: skip
+    nodata = np.ones((h, w), dtype=bool)
+    for k, ref in enumerate(refs):
+        nodata &= out[k] == (ref.nodata if ref.nodata is not None else 0)
+    return out, nodata
 
 
 def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, list[str]]:
@@ -174,12 +191,7 @@ def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, 
             continue
         if swin.width < 1 or swin.height < 1:
             continue
-        try:
-            arr = ds.read(1, window=swin)
-        except RasterioError as exc:
-            raise InputError(
-                f"{tile.path}: failed to read window {swin} (corrupt or truncated?): {exc}"
-            ) from exc
+        arr = _guarded_read(ds, tile.path, swin, indexes=1)
         if arr.dtype != np.uint8:
             arr = np.where((arr >= 0) & (arr <= 255), arr, 0).astype(np.uint8)
         tmp = np.zeros((h, w), dtype=np.uint8)
@@ -201,19 +213,22 @@ def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, 
 
 def _write_nir(path: Path, refl: np.ndarray, crs: str, transform: Affine, level: int) -> None:
     data = np.clip(np.rint(refl * 10000.0), 0, 65535).astype(np.uint16)
-    with atomic_path(path, suffix=".tif") as tmp, rasterio.open(
-        tmp,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype="uint16",
-        crs=crs,
-        transform=transform,
-        compress="deflate",
-        zlevel=max(level, 1),
-    ) as dst:
+    with (
+        atomic_path(path, suffix=".tif") as tmp,
+        rasterio.open(
+            tmp,
+            "w",
+            driver="GTiff",
+            width=data.shape[2],
+            height=data.shape[1],
+            count=data.shape[0],
+            dtype="uint16",
+            crs=crs,
+            transform=transform,
+            compress="deflate",
+            zlevel=max(level, 1),
+        ) as dst,
+    ):
         dst.write(data)
         dst.update_tags(QUANTIFICATION_VALUE="10000", BANDS="red,green,blue,nir")
         dst.scales = (1e-4,) * data.shape[0]
@@ -227,10 +242,11 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
     size, stride = plan.size, plan.stride
     width = (chunk.ncols - 1) * stride + size
     win = Window(chunk.col0 * stride, chunk.row * stride, width, size)
-    refl, img_nodata = _read_imagery(src, win)
+    dn, img_nodata = _read_imagery(src, win, 4 if plan.keep_nir else 3)
     labels, used = _read_landcover(plan, chunk.source, win)
     grid = Affine(*src.transform)
     perc = plan.percentiles[chunk.source]
+    scaler = _scaler(plan, chunk.source)
     skipped: Counter[str] = Counter()
     rows = []
     for k in range(chunk.ncols):
@@ -253,29 +269,23 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
             continue
         if plan.max_label_nodata > 0:  # tolerated nodata pixels: give them the nearest class
             lab = _fill_ignore(lab)
-        patch = refl[:, :, x : x + size]
-        if plan.scaling == "percentile" and perc is not None:
-            image, pmax = to_uint8(patch[:3], "percentile", lo=list(perc[0]), hi=list(perc[1]))
-        else:
-            image, pmax = to_uint8(patch[:3], plan.scaling, reflectance_max=plan.reflectance_max)  # type: ignore[arg-type]
+        patch = dn[:, :, x : x + size]
+        image, pmax = scaler.to_uint8(patch[:3])
         sid = f"{src.name}_{chunk.row:03d}_{col:03d}"
         split = (
             plan.source_split[chunk.source]
             or plan.block_splits[(src.name, chunk.row // plan.block_size, col // plan.block_size)]
         )
-        write_bytes(
-            image_path(Path(plan.out), split, sid), encode_rgb_png(image, plan.png_compress_level)
-        )
-        write_bytes(
-            mask_path(Path(plan.out), split, sid), encode_mask_png(lab, plan.png_compress_level)
-        )
+        png = encode_rgb_png(image, plan.png_compress_level, plan.png_encoder)
+        write_bytes(image_path(Path(plan.out), split, sid), png)
+        write_bytes(mask_path(Path(plan.out), split, sid), encode_mask_png(lab))
         ptransform = grid * Affine.translation(chunk.col0 * stride + x, chunk.row * stride)
         if plan.keep_nir:
             if not src.has_nir:
                 raise InputError(f"--keep-nir: imagery source {src.name} has no NIR band")
             _write_nir(
                 nir_path(Path(plan.out), split, sid),
-                patch,
+                scaler.reflectance(patch),
                 src.crs,
                 ptransform,
                 plan.png_compress_level,
@@ -341,3 +351,4 @@ def load_record(path: Path) -> dict:
 
 def close_datasets() -> None:
     _CACHE.close()
+    _SCALERS.clear()

@@ -1,0 +1,279 @@
+"""Caption metrics: consistency on hand-written captions, diversity against brute force."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from groundsynth.classes import CLASS_NAMES
+from groundsynth.errors import InputError
+from groundsynth.evaluate.caption_consistency import (
+    ConsistencyAccumulator,
+    ConsistencySettings,
+    score_caption,
+)
+from groundsynth.evaluate.caption_diversity import CaptionDiversity
+from groundsynth.evaluate.caption_lexicon import Lexicon, load_lexicon
+from groundsynth.evaluate.captions import (
+    METRICS_JSON,
+    SCORES_PARQUET,
+    evaluate_captions,
+    load_compositions,
+)
+
+LEX = load_lexicon()
+TREE, SHRUB, GRASS, CROP, BUILT, BARREN, WATER = range(7)
+# Crop 60 %, Tree 30 %, Grass 8 %, Built-up 2 %; no shrub, bare land or water.
+MAP = (0.30, 0.0, 0.08, 0.60, 0.02, 0.0, 0.0)
+
+
+def score(text: str, fractions=MAP):
+    return score_caption(LEX.parse(text), fractions)
+
+
+def names(indices) -> set[str]:
+    return {CLASS_NAMES[i] for i in indices}
+
+
+def test_plain_consistent_caption() -> None:
+    s = score("Mostly farmland, with some woodland and a few houses.")
+    assert names(s.mentioned) == {"Crop", "Tree", "Built-up"}
+    assert (s.precision, s.recall, s.hallucination, s.dominant_named) == (1.0, 1.0, False, True)
+    assert (s.n_quantities, s.n_quantities_true) == (3, 3)
+    assert s.consistent
+
+
+def test_negation_is_not_a_mention() -> None:
+    s = score("Fields and trees with no water and without bare ground.")
+    assert names(s.mentioned) == {"Crop", "Tree"}
+    assert names(s.negated) == {"Water", "Barren"}
+    assert not s.hallucination and s.consistent
+    s = score("Cropland and woodland, but no trees in the north.")
+    assert TREE in s.mentioned and not s.negated  # named positively elsewhere
+    conflict = score("Farmland without any trees.")
+    assert conflict.negation_conflict and not conflict.consistent  # Tree is 30 %
+    assert names(score("Neither trees nor water; just fields.").negated) == {"Tree", "Water"}
+    assert WATER in score("Houses not far from a river.").mentioned  # an idiom, no negation
+    assert names(score("Little to no water, mostly fields.").negated) == {"Water"}
+
+
+def test_absent_lake_is_a_hallucination() -> None:
+    s = score("A lake surrounded by farmland and forest.")
+    assert names(s.hallucinated) == {"Water"} and s.hallucination
+    assert s.precision == pytest.approx(2 / 3)
+    assert not s.consistent
+
+
+def test_tree_lined_is_not_tree() -> None:
+    s = score("A tree-lined road crossing cropland.")
+    assert names(s.mentioned) == {"Crop"}
+    assert s.recall == pytest.approx(1 / 2)  # major classes: Crop and Tree
+    assert set(score("Fields and a road lined with trees.").mentioned) == {CROP}
+    assert set(score("Forested hills above tree-covered fields.").mentioned) == {TREE, CROP}
+
+
+def test_crop_versus_cropland_and_whole_words() -> None:
+    for text in ("cropland", "crops", "a crop field", "crop fields", "arable land"):
+        assert set(score(text).mentioned) == {CROP}, text
+    assert set(score("A cropped view of woodland.").mentioned) == {TREE}
+    assert score("treeless waterfront").mentioned == ()
+    assert set(score("grassy fields").mentioned) == {GRASS}  # grassland, not cropland
+    assert set(score("a football field and buildings").mentioned) == {BUILT}
+
+
+def test_dominant_class_must_be_named() -> None:
+    s = score("Some woodland and grassland.")
+    assert not s.dominant_named and s.recall == pytest.approx(1 / 2) and not s.consistent
+    tie = (0.5, 0, 0, 0.5, 0, 0, 0)
+    assert score("Woodland.", tie).dominant_named and score("Fields.", tie).dominant_named
+
+
+def test_quantity_agreement() -> None:
+    assert score("Farmland covers about 57 % of the scene, with woodland.").consistent
+    bad = score("Farmland covers about 40 % of the scene, with woodland.")
+    assert (bad.n_quantities, bad.n_quantities_true) == (1, 0) and not bad.consistent
+    assert score("About 30 percent woodland and 60% cropland.").n_quantities_true == 2
+    assert score("Cropland (55-65 %) and woodland (30 %).").n_quantities_true == 2
+    assert score("A little farmland and mostly woodland.").n_quantities_true == 0
+    # "half" after "northern" is a place, not a share
+    assert score("Woodland in the northern half, farmland elsewhere.").n_quantities == 0
+    # a percentage does not attach across "and" / "with" to the previous class
+    s = score("Farmland and 30 % woodland.")
+    assert s.n_quantities_true == 1
+
+
+def test_caption_without_classes() -> None:
+    s = score("A satellite image.")
+    assert math.isnan(s.precision) and s.recall == 0 and not s.consistent
+    assert s.row()["mentioned"] == ""
+
+
+def test_settings_and_input_validation() -> None:
+    strict = ConsistencySettings(recall_share=0.02)
+    s = score_caption(LEX.parse("Farmland and woodland."), MAP, strict)
+    assert s.recall == pytest.approx(2 / 4)
+    with pytest.raises(InputError):
+        ConsistencySettings(presence=0.2, recall_share=0.1)
+    with pytest.raises(InputError, match="7 non-negative"):
+        score("farmland", (1, 2))
+    with pytest.raises(InputError, match="sum"):
+        score("farmland", (0,) * 7)
+
+
+def test_accumulator_per_stream_and_pooled() -> None:
+    acc = ConsistencyAccumulator()
+    acc.update("a", score("Mostly farmland with some woodland."))  # consistent
+    acc.update("a", score("A lake and farmland."))  # hallucination, no Tree
+    acc.update("b", score("A satellite image."))  # no mentions
+    out = acc.compute()
+    a, pooled = out["per_stream"]["a"], out["pooled"]
+    assert a["captions"] == 2 and a["consistent_rate"] == 0.5
+    assert a["mention_precision"] == pytest.approx((1 + 0.5) / 2)
+    assert a["hallucination_rate"] == 0.5
+    assert pooled["captions"] == 3 and pooled["captions_without_mentions"] == 1
+    assert pooled["mention_recall"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert pooled["quantity_agreement"] == 1.0 and pooled["quantities"] == 2
+
+
+def test_lexicon_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="twice"):
+        Lexicon({"classes": {"Tree": ["wood"], "Water": ["wood"]}})
+    with pytest.raises(InputError, match="unknown class"):
+        Lexicon({"classes": {"Forest": ["wood"]}})
+    with pytest.raises(InputError, match="not found"):
+        load_lexicon(tmp_path / "none.yaml")
+    own = tmp_path / "mine.yaml"
+    own.write_text("classes:\n  Water: [loch]\n")
+    assert load_lexicon(own).parse("A loch.").mentioned == {WATER}
+
+
+# -- diversity ---------------------------------------------------------------------------
+
+
+def brute_words(text: str) -> list[str]:
+    for ch in ",.;:!?()":
+        text = text.replace(ch, " ")
+    return text.lower().split()
+
+
+def brute_distinct(texts: list[str], n: int) -> tuple[int, int]:
+    grams = [tuple(w[i : i + n]) for w in map(brute_words, texts) for i in range(len(w) - n + 1)]
+    return len(set(grams)), len(grams)
+
+
+def test_redundancy_on_a_hand_made_list() -> None:
+    d = CaptionDiversity()
+    d.update(["A lake.", "A lake.", " A lake. ", "a lake.", "A lake"], stream="x")
+    d.update(["A lake.", "Fields."], stream="y")
+    out = d.compute()
+    # exact strings: case and punctuation count, surrounding spaces do not
+    assert out["per_stream"]["x"]["distinct_captions"] == 3
+    assert out["per_stream"]["x"]["redundancy"] == pytest.approx(1 - 3 / 5)
+    assert out["per_stream"]["y"]["redundancy"] == 0
+    assert out["pooled"]["distinct_captions"] == 4
+    assert out["pooled"]["redundancy"] == pytest.approx(1 - 4 / 7)
+
+
+def test_distinct_n_against_brute_force() -> None:
+    rng = random.Random(3)
+    vocab = ["farmland", "Woodland", "a", "lake", "built-up", "some", "the", "north", "river"]
+    texts = []
+    for _ in range(400):
+        words = rng.choices(vocab, k=rng.randint(1, 9))
+        texts.append(" ".join(words) + rng.choice([".", "", " !", ", and more."]))
+    streams = {"s1": texts[:250], "s2": texts[250:]}
+    d = CaptionDiversity(batch_size=17)
+    for name, ts in streams.items():
+        for i in range(0, len(ts), 40):
+            d.update(ts[i : i + 40], stream=name)
+    out = d.compute()
+    for name, ts in [*streams.items(), ("pooled", texts)]:
+        got = out["pooled"] if name == "pooled" else out["per_stream"][name]
+        for n in range(1, 5):
+            distinct, total = brute_distinct(ts, n)
+            assert got[f"distinct_ngrams_{n}"] == distinct and got[f"ngrams_{n}"] == total
+            assert got[f"distinct_{n}"] == pytest.approx(distinct / total)
+        assert got["vocabulary"] == len({w for t in ts for w in brute_words(t)})
+        assert got["mean_length"] == pytest.approx(sum(len(brute_words(t)) for t in ts) / len(ts))
+        assert got["redundancy"] == pytest.approx(1 - len({t.strip() for t in ts}) / len(ts))
+
+
+def test_ngrams_do_not_cross_captions() -> None:
+    d = CaptionDiversity()
+    d.update(["a b", "c d"])
+    out = d.compute()["pooled"]
+    assert (out["ngrams_2"], out["ngrams_3"], out["distinct_ngrams_2"]) == (2, 0, 2)
+
+
+# -- the API -----------------------------------------------------------------------------
+
+
+def write_table(path: Path) -> Path:
+    rows = [
+        ["p1.png", "train", 30, 0, 8, 60, 2, 0, 0,
+         "Mostly farmland, with some woodland.", "A lake and farmland."],
+        ["p2.png", "val", 0, 0, 0, 0, 0, 50, 50,
+         "Bare ground and a lake.", ""],
+    ]  # fmt: skip
+    cols = ["filename", "split", *CLASS_NAMES, "hybrid_x", "vision_y"]
+    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
+    return path
+
+
+def test_evaluate_captions_table(tmp_path: Path) -> None:
+    src = write_table(tmp_path / "captions.csv")
+    out = tmp_path / "out"
+    summary = evaluate_captions(src, out)
+    assert summary["format"] == "table" and summary["captions"] == 3
+    assert summary["skipped"] == {"empty": 1, "no_composition": 0}
+    assert summary["images"] == 2 and summary["streams"] == ["hybrid_x", "vision_y"]
+    cons = summary["consistency"]
+    assert cons["per_stream"]["hybrid_x"]["consistent_rate"] == 1.0
+    assert cons["per_stream"]["vision_y"]["hallucination_rate"] == 1.0
+    assert cons["pooled"]["consistent_rate"] == pytest.approx(2 / 3)
+    assert summary["mentions"]["hybrid_x"]["Water"] == 1
+    assert json.loads((out / METRICS_JSON).read_text())["captions"] == 3
+    scores = pd.read_parquet(out / SCORES_PARQUET)
+    assert list(scores["caption_id"]) == ["p1.png#hybrid_x", "p1.png#vision_y", "p2.png#hybrid_x"]
+    assert list(scores["hallucinated"]) == ["", "Water", ""]
+    assert scores["consistent"].tolist() == [True, False, True]
+    assert not list(out.glob(".*"))  # no temporary files left
+    only = evaluate_captions(src, streams=["vision_y"])
+    assert only["captions"] == 1 and only["streams"] == ["vision_y"]
+
+
+def test_evaluate_captions_with_compositions(tmp_path: Path) -> None:
+    corpus = {"images": [{"filename": "a.tif", "sentences": [{"raw": "Woodland and a lake."}]},
+                         {"filename": "b.tif", "sentences": [{"raw": "Fields."}]}]}  # fmt: skip
+    src = tmp_path / "dataset.json"
+    src.write_text(json.dumps(corpus))
+    plain = evaluate_captions(src)
+    assert plain["consistency"] is None and plain["mentions"]["dataset"]["Water"] == 1
+    comps = {"a": (0.5, 0, 0, 0, 0, 0, 0.5)}  # by stem: "a.tif" -> "a"
+    summary = evaluate_captions(src, compositions=comps)
+    assert summary["captions_scored_for_consistency"] == 1
+    assert summary["skipped"]["no_composition"] == 1
+    assert summary["consistency"]["pooled"]["consistent_rate"] == 1.0
+    table = tmp_path / "class_percentages.csv"
+    pd.DataFrame([["a.tif", 50, 0, 0, 0, 0, 0, 50]], columns=["filename", *CLASS_NAMES]).to_csv(
+        table, index=False
+    )
+    assert load_compositions(table)["a"] == (50.0, 0, 0, 0, 0, 0, 50.0)
+    with pytest.raises(InputError, match="class columns"):
+        load_compositions(src)
+
+
+@pytest.mark.realdata
+def test_real_ucm_and_sydney(shared_data: Path, tmp_path: Path) -> None:
+    ucm = evaluate_captions(shared_data / "captions" / "ucm" / "dataset.json", tmp_path)
+    pooled = ucm["diversity"]["pooled"]
+    assert pooled["captions"] == 10_500 and pooled["distinct_captions"] == 2032
+    assert pooled["redundancy"] == 1 - 2032 / 10500
+    assert len(pd.read_parquet(tmp_path / SCORES_PARQUET)) == 10_500
+    sydney = evaluate_captions(shared_data / "captions" / "sydney" / "descriptions_SIDNEY.txt")
+    assert sydney["captions"] == 3065 and sydney["images"] == 613
