@@ -1,112 +1,22 @@
-"""The groundsynth command line: one subcommand per stage, thin over the Python API.
-
-Each command parses its options, calls one library function and prints the outcome. Library
-errors (:class:`groundsynth.errors.GroundsynthError`) become one red line and exit code 2.
-"""
+"""Data commands: sample-world, build, validate, fetch, demo."""
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from groundsynth import __version__
-from groundsynth.errors import GroundsynthError
+from groundsynth.cli._common import console, friendly, progress_bar
 
-app = typer.Typer(
-    name="groundsynth",
-    help=(
-        "Grounded synthetic data for remote sensing: build a segmentation + caption dataset "
-        "from Sentinel-2 and WorldCover, generate, caption and evaluate synthetic data.\n\n"
-        "Start with: groundsynth demo"
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="markdown",
-)
+__all__ = ["register"]
+
 fetch_app = typer.Typer(help="Download public datasets.", no_args_is_help=True)
-app.add_typer(fetch_app, name="fetch")
-
-console = Console(stderr=False)
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(fn: F) -> F:
-    """Turn library errors into one clear message and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except GroundsynthError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: rerun the same command to resume")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _setup_logging(verbose: bool) -> None:
-    """Library logs go to stderr: warnings always, progress details with --verbose."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("groundsynth")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-def _version(value: bool) -> None:
-    if value:
-        console.print(f"groundsynth {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
-) -> None:
-    _setup_logging(verbose)
 
 
 # ----------------------------------------------------------------------------- sample-world
-@app.command("sample-world")
-@_friendly
+@friendly
 def sample_world_cmd(
     out: Path = typer.Argument(..., help="Folder to write landcover.tif and sentinel2.tif into."),
     size: int = typer.Option(4096, help="Land-cover map size in pixels (square)."),
@@ -154,8 +64,7 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
     return vals
 
 
-@app.command("build")
-@_friendly
+@friendly
 def build_cmd(
     imagery: list[Path] = typer.Option(
         ...,
@@ -253,7 +162,7 @@ def build_cmd(
     if dry_run:
         console.print(yaml.safe_dump(to_plain(cfg), sort_keys=False))
         return
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("build", total=None, info="")
 
         def report(done: int, total: int, written: int) -> None:
@@ -288,8 +197,7 @@ def _print_build(result: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- validate
-@app.command("validate")
-@_friendly
+@friendly
 def validate_cmd(
     root: Path = typer.Argument(..., help="Dataset directory (groundsynth or ARAS400k layout)."),
     tolerance: float = typer.Option(
@@ -321,7 +229,7 @@ def validate_cmd(
         sum_tolerance=sum_tolerance,
         decode_images=decode_images,
     )
-    console.print(report.summary(limit=limit), highlight=False)
+    console.print(report.summary(limit=limit), highlight=False, soft_wrap=True)
     if json_out is not None:
         write_json(json_out, report.to_dict())
     if not report.ok:
@@ -331,7 +239,7 @@ def validate_cmd(
 def _validate(root: Path, progress: bool, **kw: Any) -> Any:
     from groundsynth.data.validate import validate_dataset
 
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("validate", total=None, info="")
         return validate_dataset(
             root, progress=lambda d, t: bar.update(task, completed=d, total=t), **kw
@@ -339,8 +247,7 @@ def _validate(root: Path, progress: bool, **kw: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- demo
-@app.command("demo")
-@_friendly
+@friendly
 def demo_cmd(
     out: Path = typer.Option(
         Path("demo_out"), "--out", "-o", help="Where the demo writes everything."
@@ -373,7 +280,7 @@ def demo_cmd(
         workers=workers,
         block_size=2,  # small world: small blocks
     )
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("build", total=None, info="")
         result = build_dataset(
             cfg,
@@ -382,7 +289,7 @@ def demo_cmd(
     _print_build(result)
     console.rule("[bold]3. validate")
     report = _validate(result.out, progress)
-    console.print(report.summary(limit=10), highlight=False)
+    console.print(report.summary(limit=10), highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
     console.rule("[bold]done")
@@ -392,8 +299,7 @@ def demo_cmd(
 
 
 # ----------------------------------------------------------------------------- fetch
-@fetch_app.command("aras400k")
-@_friendly
+@friendly
 def fetch_aras400k_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset root to download and unpack into."),
     splits: str = typer.Option("test", help="Comma-separated splits: train, val, test, synth."),
@@ -417,7 +323,7 @@ def fetch_aras400k_cmd(
 
     wanted = [s.strip() for s in splits.split(",") if s.strip()]
     results = []
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         for split in wanted:
             task = bar.add_task(f"{split}.zip", total=None, info="")
 
@@ -439,5 +345,10 @@ def fetch_aras400k_cmd(
         console.print(f"{r.split}: {state}; {r.files_total} files in {r.path}")
 
 
-def main() -> None:
-    app()
+def register(app: typer.Typer) -> None:
+    app.command("sample-world")(sample_world_cmd)
+    app.command("build")(build_cmd)
+    app.command("validate")(validate_cmd)
+    fetch_app.command("aras400k")(fetch_aras400k_cmd)
+    app.add_typer(fetch_app, name="fetch")
+    app.command("demo")(demo_cmd)

@@ -1,0 +1,11 @@
+"""Evaluation commands: evaluate captions/synthetic, benchmark segmentation, filter."""
+
+from __future__ import annotations
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app`` (none yet)."""
