@@ -12,6 +12,7 @@ import typer
 from groundsynth import __version__
 from groundsynth.cli import caption, data, evaluate, experiment, generate
 from groundsynth.cli._common import console, setup_logging
+from groundsynth.cli._groups import benchmark_app, evaluate_app
 
 __all__ = ["app", "main"]
 
@@ -46,6 +47,9 @@ def _root(
 
 for _module in (data, caption, generate, evaluate, experiment):
     _module.register(app)
+for _name, _group in (("evaluate", evaluate_app), ("benchmark", benchmark_app)):
+    if _group.registered_commands:
+        app.add_typer(_group, name=_name)
 
 
 def main() -> None:
