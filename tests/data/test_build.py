@@ -307,3 +307,16 @@ def test_blocked_splits_are_deterministic_and_spatial(tmp_path):
     share = md["split"].value_counts(normalize=True)
     assert 0.6 < share["train"] < 0.95
     assert result.leakage["test_patches"] == (md["split"] == "test").sum()
+
+
+def test_sentinel2_13_band_stack_defaults_to_b4_b3_b2_b8(pair, tmp_path):
+    lc, _ = pair
+    tr, w, h = utm_grid_over(lc)
+    data = np.stack([np.full((h, w), 100 * (b + 1), np.uint16) for b in range(13)])
+    img = write_imagery(tmp_path / "l1c.tif", data, tr)
+    result = build_dataset(_cfg(lc, img, tmp_path / "out", keep_nir=True))
+    r = pd.read_parquet(result.out / "metadata.parquet").iloc[0]
+    with rasterio.open(result.out / r["split"] / "images_nir" / f"{r['id']}.tif") as ds:
+        refl = ds.read()
+    # 13-band order B01..B08, B8A, B09..B12: red = 4th band, green 3rd, blue 2nd, NIR 8th
+    assert [int(refl[k].mean()) for k in range(4)] == [400, 300, 200, 800]

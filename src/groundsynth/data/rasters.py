@@ -227,10 +227,18 @@ def _describe(path: Path, ds: rasterio.io.DatasetReader) -> None:
             f"{path}: unsupported data type {ds.dtypes[0]} for imagery; "
             f"expected one of {', '.join(SUPPORTED_DTYPES)}"
         )
-    if ds.transform.b != 0 or ds.transform.d != 0:
+    _check_grid(ds, path)
+
+
+def _check_grid(ds: rasterio.io.DatasetReader, path: Path) -> None:
+    t = ds.transform
+    if t.is_identity:
         raise InputError(
-            f"{path}: rotated grids are not supported; warp it to a north-up grid first"
+            f"{path}: has no georeferencing (identity geotransform, so pixel coordinates are "
+            "not map coordinates); assign a transform, e.g. with gdal_translate -a_ullr"
         )
+    if t.b != 0 or t.d != 0 or t.e >= 0:
+        raise InputError(f"{path}: only north-up grids are supported; warp it first (gdalwarp)")
 
 
 def _choose_multiband(
@@ -382,6 +390,7 @@ def discover_landcover(
         with open_raster(f) as ds:
             if ds.crs is None:
                 raise InputError(f"{f}: land cover has no CRS")
+            _check_grid(ds, f)
             if ds.count != 1 or ds.dtypes[0] not in ("uint8", "int16", "uint16", "int32"):
                 raise InputError(
                     f"{f}: expected one band of integer WorldCover codes, "
