@@ -42,8 +42,8 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import Affine
 from rasterio.warp import reproject, transform_bounds
-from scipy import fft
 
+from groundsynth.data.noise import lowres, noise, quantiles, upsample, window
 from groundsynth.io import atomic_path
 
 __all__ = [
@@ -247,69 +247,6 @@ def _rng(config: SampleWorldConfig, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(stream,)))
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], beta: float, factor: int = 4):
-    """Smooth isotropic noise (power spectrum ~ k**-beta), zero mean, unit variance.
-
-    Synthesised by FFT at 1/``factor`` resolution and upsampled bilinearly, so it is smooth
-    below ``factor`` pixels; float32, ``shape``.
-    """
-    return _upsample(_lowres(rng, shape, beta, factor), factor, shape)
-
-
-def _lowres(rng: np.random.Generator, shape: tuple[int, int], beta: float, factor: int = 4):
-    """The low-resolution grid of :func:`_noise` (with one cell of margin on each side).
-
-    Fields combined at this resolution cost one :func:`_upsample` instead of several.
-    """
-    lh, lw = -(-shape[0] // factor) + 2, -(-shape[1] // factor) + 2
-    ph, pw = lh + lh // 3 + 4, lw + lw // 3 + 4
-    spec = fft.rfft2(rng.standard_normal((ph, pw)))
-    k = np.hypot(fft.fftfreq(ph)[:, None], fft.rfftfreq(pw)[None, :])
-    k[0, 0] = np.inf
-    low = fft.irfft2(spec * k ** (-beta / 2), s=(ph, pw))[:lh, :lw]
-    return ((low - low.mean()) / low.std()).astype(np.float32)
-
-
-def _upsample(low: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of ``low`` by ``factor`` (pixel centres aligned), cropped to shape.
-
-    ``low`` has one cell of margin on each side (see :func:`_lowres`). Output pixel
-    ``factor * i + j`` interpolates between the same two cells for every ``i``, so each
-    phase ``j`` is one strided array operation (5x faster than gathering rows).
-    """
-    h, w = (-(-n // factor) for n in shape)  # low-resolution cells covered
-    phases = [((j + 0.5) / factor + 0.5) for j in range(factor)]
-    cols = np.empty((low.shape[0], w, factor), dtype=np.float32)
-    step = low[:, 1:] - low[:, :-1]
-    for j, pos in enumerate(phases):
-        o, t = int(pos), pos - int(pos)
-        np.multiply(step[:, o : o + w], t, out=cols[:, :, j])
-        cols[:, :, j] += low[:, o : o + w]
-    cols = cols.reshape(low.shape[0], w * factor)
-    out = np.empty((h, factor, w * factor), dtype=np.float32)
-    step = cols[1:] - cols[:-1]
-    for j, pos in enumerate(phases):
-        o, t = int(pos), pos - int(pos)
-        np.multiply(step[o : o + h], t, out=out[:, j])
-        out[:, j] += cols[o : o + h]
-    return out.reshape(h * factor, w * factor)[: shape[0], : shape[1]]
-
-
-def _quantiles(values: np.ndarray, valid: np.ndarray, qs) -> np.ndarray:
-    """Quantiles of ``values`` over ``valid`` pixels, from a strided subsample (fast)."""
-    step = max(1, values.shape[0] // 512)
-    return np.quantile(values[::step, ::step][valid[::step, ::step]], qs).astype(np.float32)
-
-
-def _window(center: tuple[float, float], radius: float, shape: tuple[int, int]):
-    """Slices and pixel-centre coordinate grids of a square window, clipped to the map."""
-    cy, cx = center
-    y0, y1 = max(0, int(cy - radius)), min(shape[0], int(cy + radius) + 2)
-    x0, x1 = max(0, int(cx - radius)), min(shape[1], int(cx + radius) + 2)
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    return (slice(y0, y1), slice(x0, x1)), yy - cy, xx - cx
-
-
 # ----------------------------------------------------------------------------- land cover
 
 
@@ -325,24 +262,24 @@ def make_landcover(config: SampleWorldConfig) -> tuple[np.ndarray, np.ndarray]:
     valid = _nodata_border(config)
 
     # Natural cover from a moisture-like score; drier on high ground.
-    elev_low = _lowres(_rng(config, 1), shape, beta=3.2)
-    elev = _upsample(elev_low, 4, shape)
-    score = _upsample(_lowres(_rng(config, 2), shape, beta=2.8) - 0.45 * elev_low, 4, shape)
+    elev_low = lowres(_rng(config, 1), shape, beta=3.2)
+    elev = upsample(elev_low, 4, shape)
+    score = upsample(lowres(_rng(config, 2), shape, beta=2.8) - 0.45 * elev_low, 4, shape)
     classes = np.fromiter(region.natural, dtype=np.uint8)
-    cuts = _quantiles(score, valid, np.cumsum(list(region.natural.values()))[:-1])
+    cuts = quantiles(score, valid, np.cumsum(list(region.natural.values()))[:-1])
     codes = classes[np.searchsorted(cuts, score)]
     del score
 
     # High ground: rock, then moss/lichen, then snow on the very top.
-    rock, moss, snow = _quantiles(elev, valid, [0.94, 0.97, 0.988])
+    rock, moss, snow = quantiles(elev, valid, [0.94, 0.97, 0.988])
     codes[elev >= rock] = BARE
     codes[elev >= moss] = MOSS
     codes[elev >= snow] = SNOW
 
     # Lowland parcels and the towns on them.
     rng = _rng(config, 3)
-    agri = _upsample(0.6 * _lowres(rng, shape, beta=3.0) - elev_low, 4, shape)
-    farmland = agri >= _quantiles(agri, valid, 1.0 - region.cultivated)
+    agri = upsample(0.6 * lowres(rng, shape, beta=3.0) - elev_low, 4, shape)
+    farmland = agri >= quantiles(agri, valid, 1.0 - region.cultivated)
     del agri
     parcels, parcel_variant = _parcels(rng, shape, region)
     codes[farmland] = parcels[farmland]
@@ -353,7 +290,7 @@ def make_landcover(config: SampleWorldConfig) -> tuple[np.ndarray, np.ndarray]:
     del farmland
 
     # Water: rivers, then lakes with wetland shores and mangroves.
-    river_max = float(_quantiles(elev, valid, region.river_max_elev))
+    river_max = float(quantiles(elev, valid, region.river_max_elev))
     _rivers(_rng(config, 5), codes, elev_low, river_max)
     _lakes(_rng(config, 6), codes, elev, valid, region)
     codes[~valid] = 0
@@ -370,7 +307,7 @@ def _nodata_border(config: SampleWorldConfig) -> np.ndarray:
     valid = np.ones((n, n), dtype=bool)
     depth = np.arange(n)
     for edge in edges:  # 0 top, 1 right, 2 bottom, 3 left
-        along = _noise(rng, (1, n), beta=2.2, factor=8)[0] + 0.04 * rng.standard_normal(n)
+        along = noise(rng, (1, n), beta=2.2, factor=8)[0] + 0.04 * rng.standard_normal(n)
         width = np.clip(config.nodata_fraction * n * (1.0 + 0.5 * along), 1, n / 3)
         d = depth if edge in (0, 3) else depth[::-1]
         valid &= (d[:, None] >= width[None, :]) if edge in (0, 2) else (d >= width[:, None])
@@ -401,8 +338,8 @@ def _towns(rng: np.random.Generator, codes: np.ndarray, land: np.ndarray, region
     centres = _pick(rng, land, count, margin=8)
     for cy, cx in centres:
         radius = float(rng.uniform(20, 110)) * min(1.0, n / 1024 + 0.3)
-        win, dy, dx = _window((cy, cx), radius * 1.3, codes.shape)
-        wobble = _noise(rng, dy.shape, beta=2.5, factor=2)
+        win, dy, dx = window((cy, cx), radius * 1.3, codes.shape)
+        wobble = noise(rng, dy.shape, beta=2.5, factor=2)
         dist = np.hypot(dy, dx) / radius + 0.15 * wobble
         block, street = int(rng.integers(6, 13)), int(rng.integers(1, 3))
         period = block + street
@@ -447,29 +384,29 @@ def _rivers(rng, codes: np.ndarray, elev_low: np.ndarray, max_elev: float) -> No
     the one whose zero lines they follow is combined at low resolution (``elev_low``'s grid).
     """
     shape = codes.shape
-    field_low = _lowres(rng, shape, beta=3.4)
+    field_low = lowres(rng, shape, beta=3.4)
     gy, gx = np.gradient(field_low)
     slope = np.hypot(gy, gx) / 4  # field change per full-resolution pixel
     width = 1.5 + 3.5 * np.clip((max_elev - elev_low) / (abs(max_elev) + 1.0), 0.0, 1.0)
-    keep = (elev_low < max_elev) & (_lowres(rng, shape, beta=2.5) > -0.6)
+    keep = (elev_low < max_elev) & (lowres(rng, shape, beta=2.5) > -0.6)
     # |field| / slope ~ distance (pixels) to the zero line; tapers at the ends of reaches.
-    half = _upsample(np.where(keep, width / 2 * slope, 0.0).astype(np.float32), 4, shape)
-    codes[np.abs(_upsample(field_low, 4, shape)) < half] = WATER
+    half = upsample(np.where(keep, width / 2 * slope, 0.0).astype(np.float32), 4, shape)
+    codes[np.abs(upsample(field_low, 4, shape)) < half] = WATER
 
 
 def _lakes(rng, codes: np.ndarray, elev: np.ndarray, valid: np.ndarray, region: _Region):
     """Lakes (noisy blobs) on lower ground, wetland on their shores, rare mangroves."""
     n = codes.shape[0]
     count = max(1, round(n * n / region.lake_area))
-    below = elev < _quantiles(elev, valid, 0.55)
+    below = elev < quantiles(elev, valid, 0.55)
     centres = _pick(rng, below & valid, count, margin=max(12, n // 16))
     shores: list[np.ndarray] = []  # valid land pixels (row, col) on each lake's shore
     for cy, cx in centres:
         radius = float(rng.uniform(10, 60)) * min(1.0, n / 1024 + 0.3)
-        win, dy, dx = _window((cy, cx), radius * 1.8, codes.shape)
-        wobble = _noise(rng, dy.shape, beta=2.5, factor=2)
+        win, dy, dx = window((cy, cx), radius * 1.8, codes.shape)
+        wobble = noise(rng, dy.shape, beta=2.5, factor=2)
         dist = np.hypot(dy, dx) / radius + 0.2 * wobble
-        ring = np.maximum(1.12 + 0.2 * _noise(rng, dy.shape, beta=3.0, factor=2), 1.06)
+        ring = np.maximum(1.12 + 0.2 * noise(rng, dy.shape, beta=3.0, factor=2), 1.06)
         sub = codes[win]
         sub[(dist >= 1.0) & (dist < ring) & (sub != WATER)] = WETLAND
         sub[dist < 1.0] = WATER
@@ -480,7 +417,7 @@ def _lakes(rng, codes: np.ndarray, elev: np.ndarray, valid: np.ndarray, region: 
         shore = shores[i % len(shores)]
         at = shore[rng.integers(len(shore))]
         size = float(rng.uniform(3, 8))
-        win, dy, dx = _window((float(at[0]), float(at[1])), size, codes.shape)
+        win, dy, dx = window((float(at[0]), float(at[1])), size, codes.shape)
         sub = codes[win]
         sub[(np.hypot(dy, dx) < size) & (sub != WATER)] = MANGROVE
 
@@ -551,7 +488,7 @@ def render_imagery(codes: np.ndarray, variant: np.ndarray, config: SampleWorldCo
         soil_lut[code] = mix
     # Brightness: low-frequency texture times per-pixel variation common to all bands
     # (sub-pixel heterogeneity), then a little independent noise per band (sensor).
-    gain = _noise(rng, lc.shape, beta=2.6)
+    gain = noise(rng, lc.shape, beta=2.6)
     gain *= texture_lut[lc]
     gain += 1.0
     gain *= 1.0 + 0.04 * rng.standard_normal(lc.shape, dtype=np.float32)
