@@ -320,3 +320,33 @@ def test_sentinel2_13_band_stack_defaults_to_b4_b3_b2_b8(pair, tmp_path):
         refl = ds.read()
     # 13-band order B01..B08, B8A, B09..B12: red = 4th band, green 3rd, blue 2nd, NIR 8th
     assert [int(refl[k].mean()) for k in range(4)] == [400, 300, 200, 800]
+
+
+def test_kill_9_then_rerun_gives_the_same_dataset(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lc = write_landcover(tmp_path / "lc.tif", blocky_codes(1000))
+    tr, w, h = utm_grid_over(lc)
+    img = write_imagery(tmp_path / "s2.tif", random_imagery(4, h, w), tr)
+    args = ["build", "-i", str(img), "-l", str(lc), "--size", "32", "--no-progress"]
+    cmd = [sys.executable, "-m", "groundsynth", *args]
+    subprocess.run([*cmd, "-o", str(tmp_path / "full")], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, "-o", str(tmp_path / "killed")], stdout=subprocess.DEVNULL)
+    records = tmp_path / "killed" / ".build" / "chunks"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if records.is_dir() and len(list(records.iterdir())) >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    assert not (tmp_path / "killed" / "metadata.parquet").exists()
+    subprocess.run([*cmd, "-o", str(tmp_path / "killed")], check=True, capture_output=True)
+    assert _tree(tmp_path / "full") == _tree(tmp_path / "killed")
+    leftovers = [p for p in (tmp_path / "killed").rglob(".*") if p.is_file()]
+    assert leftovers == []  # temporaries of the killed run were removed on resume

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -286,6 +287,22 @@ def _plan(config: BuildConfig, sources, tiles, all_chunks: list[Chunk]) -> Chunk
     )
 
 
+def _remove_temporaries(out: Path) -> int:
+    """Delete the hidden temporary files (see groundsynth.io) an interrupted run left."""
+    n = 0
+    folders = [out, out / ".build" / "chunks", out / "class_percentages"]
+    folders += [d for s in SPLITS for d in (out / s / "images", out / s / "masks", out / s / "images_nir")]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith(".") and e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
+                    n += 1
+    return n
+
+
 # ----------------------------------------------------------------------------- execution
 _WORKER_PLAN: ChunkPlan | None = None
 #: GDAL block cache per process, MiB: chunks are read once, so a small cache suffices and
@@ -432,6 +449,10 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
     if not all_chunks:
         raise InputError("imagery is smaller than one patch everywhere; lower --size")
     plan = _plan(config, sources, tiles, all_chunks)  # checks overlap before anything is written
+    if resuming:
+        removed = _remove_temporaries(out)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run", removed)
     run = start_run(out, "build", config, seeds={"split": config.seed})
     try:
         todo = [c for c in all_chunks if not record_path(out, c).exists()]
