@@ -124,6 +124,11 @@ def _scaler(plan: ChunkPlan, si: int) -> Scaler:
     return _SCALERS[key]
 
 
+def _shifted(t: Affine, cols: float, rows: float) -> Affine:
+    """The transform of the pixel grid ``t`` moved by (cols, rows) pixels (north-up grids)."""
+    return Affine(t.a, t.b, t.c + t.a * cols + t.b * rows, t.d, t.e, t.f + t.d * cols + t.e * rows)
+
+
 def _on_grid(ds: rasterio.io.DatasetReader, src: ImagerySource) -> bool:
     return tuple(ds.transform)[:6] == src.transform and ds.shape == (src.height, src.width)
 
@@ -279,7 +284,7 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
         png = encode_rgb_png(image, plan.png_compress_level, plan.png_encoder)
         write_bytes(image_path(Path(plan.out), split, sid), png)
         write_bytes(mask_path(Path(plan.out), split, sid), encode_mask_png(lab))
-        ptransform = grid * Affine.translation(chunk.col0 * stride + x, chunk.row * stride)
+        ptransform = _shifted(grid, chunk.col0 * stride + x, chunk.row * stride)
         if plan.keep_nir:
             if not src.has_nir:
                 raise InputError(f"--keep-nir: imagery source {src.name} has no NIR band")
@@ -290,8 +295,9 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
                 ptransform,
                 plan.png_compress_level,
             )
-        minx, maxy = ptransform * (0, 0)
-        maxx, miny = ptransform * (size, size)
+        minx, maxy = ptransform.c, ptransform.f
+        far = _shifted(ptransform, size, size)
+        maxx, miny = far.c, far.f
         rows.append(
             {
                 "id": sid,
