@@ -99,5 +99,6 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "dataset" / "metadata.parquet").exists()
     assert "no problems" in res.output
+    assert (out / "report.html").stat().st_size > 10_000
     res = runner.invoke(app, args)  # rerun resumes
     assert res.exit_code == 0, res.output

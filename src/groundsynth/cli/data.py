@@ -292,10 +292,15 @@ def demo_cmd(
     console.print(report.summary(limit=10), highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
+    console.rule("[bold]4. report")
+    from groundsynth.report import make_report
+
+    report = make_report([result.out], out / "report.html", title="groundsynth demo")
     console.rule("[bold]done")
     console.print(
         f"dataset written to {result.out} ({sum(result.counts.values())} patches, {result.seconds:.1f} s)"
     )
+    console.print(f"report: {report}")
 
 
 # ----------------------------------------------------------------------------- fetch

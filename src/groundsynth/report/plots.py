@@ -1,0 +1,98 @@
+"""Matplotlib figures of the report (Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from groundsynth._optional import lazy_import
+from groundsynth.classes import CLASS_NAMES, COLOURS
+
+__all__ = ["composition_bars", "composition_boxes", "sample_grid"]
+
+_HEX = ["#" + "".join(f"{v:02x}" for v in c) for c in COLOURS.tolist()]
+
+
+def _plt() -> Any:
+    mpl = lazy_import("matplotlib")
+    mpl.use("Agg", force=True)
+    return lazy_import("matplotlib.pyplot")
+
+
+def composition_bars(shares: Mapping[str, Sequence[float]], title: str = "") -> Any:
+    """Stacked horizontal bars: per-class pixel share (0..1) of each named group."""
+    plt = _plt()
+    names = list(shares)
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(names)))
+    left = np.zeros(len(names))
+    for k, cls in enumerate(CLASS_NAMES):
+        vals = np.array([float(shares[n][k]) for n in names])
+        ax.barh(names, vals, left=left, color=_HEX[k], edgecolor="white", linewidth=0.5, label=cls)
+        left += vals
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("pixel share")
+    ax.invert_yaxis()
+    ax.legend(ncol=7, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    if title:
+        ax.set_title(title, pad=22)
+    return fig
+
+
+def composition_boxes(fractions: Mapping[str, np.ndarray], title: str = "") -> Any:
+    """Per-class distribution of per-image class fractions, one box per (class, group)."""
+    plt = _plt()
+    groups = list(fractions)
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    width = 0.8 / max(len(groups), 1)
+    for g, name in enumerate(groups):
+        data = np.asarray(fractions[name])
+        pos = np.arange(len(CLASS_NAMES)) + (g - (len(groups) - 1) / 2) * width
+        bp = ax.boxplot(
+            [data[:, k] for k in range(len(CLASS_NAMES))], positions=pos, widths=width * 0.9,
+            patch_artist=True, showfliers=False,
+        )  # fmt: skip
+        for k, box in enumerate(bp["boxes"]):
+            box.set_facecolor(_HEX[k])
+            box.set_alpha(1.0 if g == 0 else 0.55)
+        ax.plot([], [], " ", label=f"{'solid' if g == 0 else 'light'}: {name}")
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set_ylabel("fraction of image")
+    ax.set_ylim(0, 1)
+    if len(groups) > 1:
+        ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def sample_grid(
+    rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], texts: Sequence[str] = ()
+) -> Any:
+    """A grid of images (one row per sample; masks given as RGB), with an optional caption
+    under each row."""
+    plt = _plt()
+    n, m = len(rows), len(columns)
+    fig, axes = plt.subplots(n, m, figsize=(2.3 * m, 2.5 * n), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            ax = axes[i][j]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+        if i < len(texts) and texts[i]:
+            axes[i][0].set_xlabel("")
+            fig.text(
+                0.01,
+                1 - (i + 1) / n + 0.005,
+                texts[i][:160],
+                fontsize=7,
+                ha="left",
+                va="bottom",
+                wrap=True,
+            )
+    fig.tight_layout(h_pad=1.6)
+    return fig
