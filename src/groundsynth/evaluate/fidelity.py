@@ -1,0 +1,147 @@
+"""Feature fidelity: Fréchet distance, KID and precision/recall/density/coverage.
+
+Features come from a domain encoder (the real-trained segmenter's encoder) or any other;
+these functions only see (N, D) arrays. :class:`FeatureStats` streams: it keeps the exact
+running sums needed for the Fréchet distance (mean and covariance, float64) and a seeded
+reservoir sample of at most ``max_samples`` rows for the sample-based metrics (KID, k-NN
+precision/recall/density/coverage, projections), so memory is bounded whatever the set size.
+
+- Fréchet distance: ``|mu1 - mu2|² + tr(S1 + S2 - 2 (S1 S2)^½)`` (Heusel et al. 2017).
+- KID: unbiased MMD² with the cubic polynomial kernel ``(x·y / D + 1)³``, mean (and std) over
+  random subsets (Bińkowski et al. 2018).
+- Precision, recall, density, coverage with k-nearest-neighbour balls (Naeem et al. 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import linalg
+
+__all__ = ["FeatureStats", "frechet_distance", "kid", "prdc"]
+
+
+@dataclass
+class FeatureStats:
+    """Streaming mean/covariance of features plus a bounded reservoir sample."""
+
+    max_samples: int = 5000
+    seed: int = 0
+    n: int = 0
+    _sum: np.ndarray | None = None
+    _outer: np.ndarray | None = None
+    _reservoir: list[np.ndarray] = field(default_factory=list)
+    _rng: np.random.Generator | None = None
+
+    def update(self, features: np.ndarray) -> None:
+        """Add a batch of (N, D) features."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features must be (N, D), got shape {x.shape}")
+        if self._sum is None:
+            self._sum = np.zeros(x.shape[1])
+            self._outer = np.zeros((x.shape[1], x.shape[1]))
+            self._rng = np.random.default_rng(self.seed)
+        elif x.shape[1] != self._sum.shape[0]:
+            raise ValueError(f"feature size changed from {self._sum.shape[0]} to {x.shape[1]}")
+        self._sum += x.sum(axis=0)
+        self._outer += x.T @ x
+        for row in x.astype(np.float32):  # reservoir sampling (Algorithm R)
+            if len(self._reservoir) < self.max_samples:
+                self._reservoir.append(row)
+            else:
+                j = int(self._rng.integers(0, self.n + 1))  # type: ignore[union-attr]
+                if j < self.max_samples:
+                    self._reservoir[j] = row
+            self.n += 1
+
+    @property
+    def mean(self) -> np.ndarray:
+        self._require(1)
+        return self._sum / self.n  # type: ignore[operator]
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased covariance (divides by n - 1)."""
+        self._require(2)
+        mu = self.mean
+        return (self._outer - self.n * np.outer(mu, mu)) / (self.n - 1)  # type: ignore[operator]
+
+    def sample(self) -> np.ndarray:
+        """The reservoir: a uniform random sample of at most ``max_samples`` rows."""
+        return np.stack(self._reservoir) if self._reservoir else np.zeros((0, 0), np.float32)
+
+    def _require(self, k: int) -> None:
+        if self.n < k:
+            raise ValueError(f"need at least {k} feature vectors, have {self.n}")
+
+
+def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians given by means and covariances."""
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: regularise (as pytorch-fid does)
+        eps = np.eye(s1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    covmean = np.real(covmean)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def _mmd2_poly(x: np.ndarray, y: np.ndarray) -> float:
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    m, n = len(x), len(y)
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        - 2 * kxy.mean()
+    )
+
+
+def kid(
+    x: np.ndarray, y: np.ndarray, *, subsets: int = 50, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Kernel Inception Distance (mean, std over subsets) between feature sets x and y."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    size = min(subset_size, len(x), len(y))
+    if size < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    rng = np.random.default_rng(seed)
+    vals = [
+        _mmd2_poly(
+            x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)]
+        )
+        for _ in range(subsets)
+    ]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.maximum(d, 0.0)
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, *, k: int = 5) -> dict[str, Any]:
+    """Precision, recall, density and coverage of ``fake`` against ``real`` (k-NN balls)."""
+    real = np.asarray(real, dtype=np.float64)
+    fake = np.asarray(fake, dtype=np.float64)
+    if len(real) <= k or len(fake) <= k:
+        raise ValueError(f"PRDC with k={k} needs more than {k} samples per set")
+    d_rr = _sqdist(real, real)
+    d_ff = _sqdist(fake, fake)
+    d_rf = _sqdist(real, fake)  # (R, F)
+    r_real = np.sort(d_rr, axis=1)[:, k]  # k-th neighbour (index 0 is the point itself)
+    r_fake = np.sort(d_ff, axis=1)[:, k]
+    inside = d_rf < r_real[:, None]  # fake j inside real i's ball
+    return {
+        "precision": float(inside.any(axis=0).mean()),
+        "recall": float((d_rf < r_fake[None, :]).any(axis=1).mean()),
+        "density": float(inside.sum(axis=0).mean() / k),
+        "coverage": float((d_rf.min(axis=1) < r_real).mean()),
+        "k": k,
+    }
