@@ -142,3 +142,25 @@ def test_real_sydney_and_ucm_corpora(shared_data: Path) -> None:
     assert {r.split for r in rows} == {"train", "val", "test"}
     ucm = list(read_captions(shared_data / "captions" / "ucm" / "dataset.json"))
     assert len(ucm) == 10_500 and len({r.image_id for r in ucm}) == 2100
+
+
+def test_extra_caption_columns_fold_into_their_stream(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    pd.DataFrame(
+        {
+            "filename": ["a.png"],
+            "text_template": ["One."],
+            "text_template_3": ["Three."],
+            "text_template_2": ["Two."],
+            "other_2": ["Alone."],  # no column "other": a stream of its own
+        }
+    ).to_csv(path, index=False)
+    assert table_streams(path) == ["text_template", "other_2"]
+    rows = list(read_captions(path))
+    assert [(r.caption_id, r.stream, r.text) for r in rows] == [
+        ("a.png#text_template", "text_template", "One."),
+        ("a.png#text_template#2", "text_template", "Two."),
+        ("a.png#text_template#3", "text_template", "Three."),
+        ("a.png#other_2", "other_2", "Alone."),
+    ]
+    assert len(list(read_captions(path, streams=["text_template"]))) == 3

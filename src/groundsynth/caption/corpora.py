@@ -8,7 +8,9 @@ Formats (:func:`detect_format` tells them apart by content, not only by name):
     columns ``Tree ... Water``, then one column per caption stream). CSV is read in chunks
     (``chunksize`` rows) so ARAS scale (400k rows × 5 streams) streams in bounded memory;
     Parquet tables are read by record batches. A directory stands for the tables in its
-    ``captions/`` folder (or the ``*.csv`` in it).
+    ``captions/`` folder (or the ``*.csv`` in it). Columns ``X_2``, ``X_3``, ... beside a
+    column ``X`` hold further captions of stream ``X`` (how ``groundsynth caption --n``
+    writes several captions per image) and are read as stream ``X``.
 ``karpathy``
     Karpathy-style JSON (UCM-, Sydney-, RSICD-Captions): ``images[].sentences[].raw``
     (``tokens`` joined when ``raw`` is missing), ``images[].split`` optional,
@@ -117,6 +119,27 @@ def _layout(columns: Sequence[str], source: Path) -> tuple[str, str | None, bool
     return id_col, split_col, has_classes, streams
 
 
+_EXTRA = re.compile(r"^(.+)_(\d+)$")
+
+
+def _group(columns: Sequence[str]) -> dict[str, list[str]]:
+    """Stream -> its columns: ``X`` then ``X_2``, ``X_3``, ... when ``X`` is a column too."""
+    present = set(columns)
+    groups: dict[str, list[str]] = {}
+    for c in columns:
+        m = _EXTRA.match(c)
+        if m and m.group(1) in present and int(m.group(2)) >= 2:
+            continue
+        groups[c] = [c]
+    for c in columns:
+        m = _EXTRA.match(c)
+        if m and m.group(1) in groups and int(m.group(2)) >= 2:
+            groups[m.group(1)].append(c)
+    for cols in groups.values():
+        cols[1:] = sorted(cols[1:], key=lambda c: int(c.rsplit("_", 1)[1]))
+    return groups
+
+
 def _columns(path: Path) -> list[str]:
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
@@ -128,9 +151,10 @@ def _columns(path: Path) -> list[str]:
 
 
 def table_streams(path: str | os.PathLike[str]) -> list[str]:
-    """Caption stream names (columns) of a captions table, or of the first table in a folder."""
+    """Caption stream names of a captions table (or of the first table in a folder): its
+    caption columns, ``X_2``, ``X_3``, ... folded into ``X``."""
     f = _table_files(Path(path))[0]
-    return _layout(_columns(f), f)[3]
+    return list(_group(_layout(_columns(f), f)[3]))
 
 
 def _chunks(path: Path, columns: list[str], chunksize: int) -> Iterator:
@@ -161,12 +185,14 @@ def read_table(
 ) -> Iterator[CaptionRecord]:
     """Stream the captions of one table (or of the tables of a folder), row by row."""
     for f in _table_files(Path(path)):
-        id_col, split_col, has_classes, all_streams = _layout(_columns(f), f)
-        chosen = list(all_streams if streams is None else streams)
-        unknown = [s for s in chosen if s not in all_streams]
+        id_col, split_col, has_classes, stream_cols = _layout(_columns(f), f)
+        groups = _group(stream_cols)
+        chosen = list(groups if streams is None else streams)
+        unknown = [s for s in chosen if s not in groups]
         if unknown:
-            raise InputError(f"{f}: no stream {unknown}; streams here: {', '.join(all_streams)}")
-        cols = [id_col, *([split_col] if split_col else []), *chosen]
+            raise InputError(f"{f}: no stream {unknown}; streams here: {', '.join(groups)}")
+        parts = [(s, k, c) for s in chosen for k, c in enumerate(groups[s], start=1)]
+        cols = [id_col, *([split_col] if split_col else []), *(c for _, _, c in parts)]
         cols += list(CLASS_NAMES) if has_classes else []
         n = 0
         for chunk in _chunks(f, cols, chunksize):
@@ -179,15 +205,16 @@ def read_table(
                     tuple(v) if all(math.isfinite(x) for x in v) and sum(v) > 0 else None
                     for v in values
                 ]
-            texts = {s: chunk[s].tolist() for s in chosen}
+            texts = {c: chunk[c].tolist() for _, _, c in parts}
             for i, image_id in enumerate(ids):
                 split = splits[i] or None
-                for s in chosen:
-                    text = texts[s][i]
+                for s, k, c in parts:
+                    text = texts[c][i]
                     text = "" if text is None or text != text else str(text)  # NaN -> ""
-                    yield CaptionRecord(f"{image_id}#{s}", image_id, s, text, split, comps[i])
+                    cid = f"{image_id}#{s}" if k == 1 else f"{image_id}#{s}#{k}"
+                    yield CaptionRecord(cid, image_id, s, text, split, comps[i])
             n += len(ids)
-        logger.info("read %d rows x %d streams from %s", n, len(chosen), f)
+        logger.info("read %d rows x %d caption columns from %s", n, len(parts), f)
 
 
 def read_karpathy(

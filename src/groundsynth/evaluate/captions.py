@@ -8,12 +8,15 @@ returns a summary:
   vocabulary, mean length — per stream and pooled;
 - consistency (:mod:`groundsynth.evaluate.caption_consistency`), for captions whose image
   composition is known (from the table's percentage columns or ``compositions``);
-- how often each class is named, per stream (also without compositions).
+- how often each class is named, per stream (also without compositions);
+- optionally CLIPScore (:mod:`groundsynth.evaluate.clipscore`) with ``clip``: images come
+  from ``images`` (a dataset directory or a folder of image files) or, when ``source`` is a
+  dataset directory, from it; captions whose image is not found are counted, not scored.
 
 With ``out_dir`` it writes ``caption_metrics.json`` (the summary) and
 ``caption_scores.parquet`` (one row per caption: ids, stream, split, words, classes named /
-negated / hallucinated, and the consistency scores, null where no composition is known),
-both atomically. Consistency is agreement with the land-cover *map*; WorldCover itself is
+negated / hallucinated, and the consistency scores, null where no composition is known;
+with CLIPScore also ``clip_score`` and ``clip_long``), both atomically. Consistency is agreement with the land-cover *map*; WorldCover itself is
 about 77 % accurate, so it is not agreement with the ground.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,13 @@ from groundsynth.evaluate.caption_consistency import (
 )
 from groundsynth.evaluate.caption_diversity import CaptionDiversity
 from groundsynth.evaluate.caption_lexicon import load_lexicon
+from groundsynth.evaluate.clipscore import (
+    ClipScoreAccumulator,
+    ClipScoreConfig,
+    ClipScorer,
+    ClipScores,
+    ImageLocator,
+)
 from groundsynth.io import atomic_path, write_json
 
 __all__ = ["METRICS_JSON", "SCORES_PARQUET", "evaluate_captions", "load_compositions"]
@@ -115,17 +125,20 @@ _SCHEMA_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+_CLIP_FIELDS: tuple[tuple[str, str], ...] = (("clip_score", "float64"), ("clip_long", "bool_"))
+
+
 class _ScoreWriter:
     """Per-caption rows into a Parquet file, in row groups of ``batch`` rows."""
 
-    def __init__(self, path: Path, batch: int) -> None:
+    def __init__(self, path: Path, batch: int, fields: Sequence[tuple[str, str]]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self._pa = pa
-        self.schema = pa.schema([(n, getattr(pa, t)()) for n, t in _SCHEMA_FIELDS])
+        self.schema = pa.schema([(n, getattr(pa, t)()) for n, t in fields])
         self._writer = pq.ParquetWriter(path, self.schema)
-        self._cols: dict[str, list[Any]] = {n: [] for n, _ in _SCHEMA_FIELDS}
+        self._cols: dict[str, list[Any]] = {n: [] for n, _ in fields}
         self._batch = batch
         self.rows = 0
 
@@ -146,6 +159,88 @@ class _ScoreWriter:
         self._writer.close()
 
 
+class _ClipStage:
+    """Buffers per-caption rows, scores them with CLIP a batch at a time, then emits them.
+
+    Image embeddings are cached (captions of one image are usually consecutive)."""
+
+    def __init__(
+        self, config: ClipScoreConfig, locator: ImageLocator, emit: Callable[[dict], None]
+    ) -> None:
+        self.scorer = ClipScorer(config)
+        self.acc = ClipScoreAccumulator(config)
+        self.locator, self.emit, self.batch = locator, emit, config.batch_size
+        self._pending: list[tuple[dict[str, Any], str, Path | None]] = []
+        self._cache: dict[Path, np.ndarray] = {}
+        self.unreadable = 0
+
+    def add(self, row: dict[str, Any], text: str, rec: CaptionRecord) -> None:
+        self._pending.append((row, text, self.locator.find(rec.image_id, rec.split)))
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def _embed(self, paths: list[Path]) -> None:
+        from groundsynth.data.reader import read_rgb
+
+        new = [p for p in dict.fromkeys(paths) if p not in self._cache]
+        if len(self._cache) + len(new) > 4096:
+            self._cache.clear()
+        images, ok = [], []
+        for p in new:
+            try:
+                images.append(read_rgb(p))
+                ok.append(p)
+            except InputError as exc:
+                self.unreadable += 1
+                logger.warning("CLIPScore: %s", exc)
+        if ok:
+            self._cache.update(zip(ok, self.scorer.encode_images(images), strict=True))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self._embed([p for _, _, p in pending if p is not None])
+        scored = [i for i, (_, _, p) in enumerate(pending) if p in self._cache]
+        if scored:
+            texts = [pending[i][1] for i in scored]
+            emb = np.stack([self._cache[pending[i][2]] for i in scored])  # type: ignore[index]
+            res = self.scorer.score_embeddings(texts, emb)
+            self.acc.context_length = self.scorer.context_length
+            streams = np.array([pending[i][0]["stream"] for i in scored])
+            for stream in dict.fromkeys(streams.tolist()):
+                m = streams == stream
+                self.acc.update(stream, ClipScores(res.scores[m], res.long[m], res.cosine[m]))
+            for j, i in enumerate(scored):
+                score = res.scores[j]
+                pending[i][0]["clip_score"] = None if np.isnan(score) else float(score)
+                pending[i][0]["clip_long"] = bool(res.long[j])
+        for row, _, path in pending:
+            if path not in self._cache:
+                self.acc.missing(row["stream"])
+            self.emit(row)
+
+    def summary(self) -> dict[str, Any]:
+        out = self.acc.compute()
+        out["unreadable_images"] = self.unreadable
+        return out
+
+
+def _locator(source: str | os.PathLike[str], images: str | os.PathLike[str] | None) -> ImageLocator:
+    if images is not None:
+        return ImageLocator(images)
+    from groundsynth.data.reader import detect_layout
+
+    try:
+        detect_layout(Path(source))
+    except InputError:
+        raise InputError(
+            f"CLIPScore needs the images of {source}: give an image folder or a dataset "
+            "directory (--images DIR), or evaluate a dataset directory"
+        ) from None
+    return ImageLocator(source)
+
+
 def _names(indices: Sequence[int] | frozenset[int]) -> str:
     return ";".join(CLASS_NAMES[i] for i in sorted(indices))
 
@@ -160,12 +255,17 @@ def evaluate_captions(
     lexicon: str | os.PathLike[str] | None = None,
     settings: ConsistencySettings | None = None,
     batch_size: int = 20_000,
+    clip: ClipScoreConfig | None = None,
+    images: str | os.PathLike[str] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Diversity and consistency metrics of the captions in ``source``; see the module doc.
 
     ``compositions`` (image id -> class shares, or a file / dataset directory, see
     :func:`load_compositions`) overrides the shares a captions table carries. ``streams``
-    keeps only those streams. Empty captions are skipped and counted.
+    keeps only those streams. Empty captions are skipped and counted. ``clip`` adds
+    CLIPScore (images from ``images`` or the dataset ``source``). ``progress`` is called
+    with the number of captions read so far, every 1,000 captions and at the end.
     """
     fmt = format or detect_format(source)
     comps = None if compositions is None else load_compositions(compositions)
@@ -174,25 +274,35 @@ def evaluate_captions(
     diversity = CaptionDiversity(batch_size=batch_size)
     consistency = ConsistencyAccumulator(settings)
     mentions: dict[str, np.ndarray] = {}
-    images: set[str] = set()
+    seen_images: set[str] = set()
     skipped = {"empty": 0, "no_composition": 0}
     scored = 0
 
+    locator = _locator(source, images) if clip is not None else None
+    fields = _SCHEMA_FIELDS + (_CLIP_FIELDS if clip is not None else ())
     out = None if out_dir is None else Path(out_dir)
+    read = 0
     with contextlib.ExitStack() as stack:
         writer: _ScoreWriter | None = None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             tmp = stack.enter_context(atomic_path(out / SCORES_PARQUET, suffix=".parquet"))
-            writer = stack.enter_context(contextlib.closing(_ScoreWriter(tmp, batch_size)))
+            writer = stack.enter_context(contextlib.closing(_ScoreWriter(tmp, batch_size, fields)))
+        emit = writer.add if writer is not None else (lambda row: None)
+        stage = (
+            _ClipStage(clip, locator, emit) if clip is not None and locator is not None else None
+        )
         rec: CaptionRecord
         for rec in read_captions(source, format=fmt, streams=streams):
+            read += 1
+            if progress is not None and read % 1000 == 0:
+                progress(read)
             text = rec.text.strip()
             if not text:
                 skipped["empty"] += 1
                 continue
             diversity.update((text,), rec.stream)
-            images.add(rec.image_id)
+            seen_images.add(rec.image_id)
             parsed = lex.parse(text)
             counts = mentions.get(rec.stream)
             if counts is None:
@@ -218,15 +328,21 @@ def evaluate_captions(
                 scored += 1
             elif comps is not None or fmt == "table":
                 skipped["no_composition"] += 1
-            if writer is not None:
-                writer.add(row)
+            if stage is not None:
+                stage.add(row, text, rec)
+            else:
+                emit(row)
+        if stage is not None:
+            stage.flush()
+    if progress is not None:
+        progress(read)
 
     div = diversity.compute()
     summary: dict[str, Any] = {
         "source": str(source),
         "format": fmt,
         "captions": div["pooled"]["captions"],
-        "images": len(images),
+        "images": len(seen_images),
         "streams": sorted(mentions),
         "skipped": skipped,
         "diversity": div,
@@ -236,6 +352,7 @@ def evaluate_captions(
             s: dict(zip(CLASS_NAMES, (int(v) for v in c), strict=True))
             for s, c in sorted(mentions.items())
         },
+        "clipscore": stage.summary() if stage is not None else None,
         "lexicon": lex.source,
         "notes": [
             "redundancy = 1 - distinct/total over exact strings (surrounding whitespace "
