@@ -28,13 +28,13 @@ def caption_cmd(
         "--stream",
         "-s",
         help="STREAM=BACKEND[:MODEL][@COLUMN], repeatable. STREAM: hybrid, vision or text; "
-        "BACKEND: template, transformers or openai. Column default: STREAM_<model name>.",
+        "BACKEND: template, transformers or openai. Column default: STREAM_MODELNAME.",
     ),
     n: int = typer.Option(1, "--n", help="Captions per image and stream (columns X, X_2, ...)."),
     seed: int = typer.Option(0, help="Seed of the captions (template wording, model sampling)."),
     splits: str | None = typer.Option(None, help="Comma-separated splits (default: all)."),
     prompt_dir: Path | None = typer.Option(
-        None, help="Folder of <stream>.txt prompt templates (default: the built-in ones)."
+        None, help="Folder of STREAM.txt prompt templates (default: the built-in ones)."
     ),
     system_prompt: str | None = typer.Option(None, help="System message for model streams."),
     base_url: str = typer.Option(
@@ -54,7 +54,7 @@ def caption_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
-    """Caption a dataset into DATASET/captions/<split>.csv (one column per stream).
+    """Caption a dataset into DATASET/captions/SPLIT.csv (one column per stream).
 
     Captions are grounded in each image's mask (composition, layout). Work is journalled as
     it goes: rerun the same command to resume after a crash or to retry failed captions

@@ -292,10 +292,28 @@ def demo_cmd(
     console.print(report.summary(limit=10), highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
-    console.rule("[bold]4. report")
+    console.rule("[bold]4. captions")
+    from groundsynth.caption.run import caption_dataset
+    from groundsynth.caption.spec import CaptionRunConfig, StreamSpec
+    from groundsynth.evaluate.captions import evaluate_captions
+
+    caption_dataset(
+        CaptionRunConfig(
+            dataset=str(result.out), streams=(StreamSpec("text", "template"),), n=5, seed=seed
+        )
+    )
+    cap_eval = out / "captions_eval"
+    summary = evaluate_captions(result.out, cap_eval)
+    pooled = summary["diversity"]["pooled"]
+    cons = (summary.get("consistency") or {}).get("pooled") or {}
+    console.print(
+        f"{pooled['captions']} template captions: redundancy {100 * pooled['redundancy']:.2f} %, "
+        f"consistent with the maps {100 * (cons.get('consistent_rate') or 0):.1f} %"
+    )
+    console.rule("[bold]5. report")
     from groundsynth.report import make_report
 
-    report = make_report([result.out], out / "report.html", title="groundsynth demo")
+    report = make_report([result.out, cap_eval], out / "report.html", title="groundsynth demo")
     console.rule("[bold]done")
     console.print(
         f"dataset written to {result.out} ({sum(result.counts.values())} patches, {result.seconds:.1f} s)"
@@ -309,7 +327,7 @@ def fetch_aras400k_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset root to download and unpack into."),
     splits: str = typer.Option("test", help="Comma-separated splits: train, val, test, synth."),
     base_url: str | None = typer.Option(
-        None, help="Mirror serving <split>.zip (default: the Zenodo record)."
+        None, help="Mirror serving SPLIT.zip (default: the Zenodo record)."
     ),
     keep_zip: bool = typer.Option(False, help="Keep the downloaded zips after unpacking."),
     no_extract: bool = typer.Option(
