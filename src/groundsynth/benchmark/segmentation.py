@@ -1,0 +1,480 @@
+"""``groundsynth benchmark segmentation``: train and test segmenters per (arch, regime, seed).
+
+For every architecture, training regime (see :mod:`groundsynth.benchmark.data`) and seed, a
+Lightning ``Trainer`` trains a segmenter with early stopping on the validation macro F1, keeps
+the best checkpoint and scores it on each test set with streaming confusion matrices. Layout of
+the output directory::
+
+    OUT/
+      config.yaml  manifest.json  benchmark-segmentation.log     the whole benchmark
+      results.csv  summary.csv  results.md  results.json          tables (see .results)
+      runs/<arch>/<regime slug>/seed<k>/
+        config.yaml  manifest.json  train.log                     that run
+        segmenter.pt                                              best weights (load_segmenter)
+        metrics.json                                              scores; written last
+        lightning/                                                Lightning's CSV logs
+
+A run whose ``metrics.json`` exists is finished: rerunning the same command skips it (and
+refuses, with :class:`OutputConflictError`, if that run was made with different settings).
+Unfinished run directories are cleared and trained again.
+
+Multi-GPU / multi-node training goes through Lightning's own options (``devices``,
+``num_nodes``, ``strategy``, ``precision``); every process runs this function, files are
+written by global rank zero only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from groundsynth._optional import lazy_import
+from groundsynth.benchmark.data import (
+    DataPart,
+    LoaderOptions,
+    Regime,
+    SegmentationDataModule,
+    parse_eval_sets,
+    parse_regime,
+)
+from groundsynth.benchmark.lightning_module import MONITOR, OptimConfig, SegmentationModule
+from groundsynth.benchmark.model import ModelSpec, build_from_spec, save_segmenter
+from groundsynth.benchmark.results import KEY_COLUMNS, WORLDCOVER_NOTE, json_safe, write_results
+from groundsynth.data.reader import DatasetReader, open_dataset
+from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.io import write_json
+from groundsynth.runs import start_run, to_plain
+
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "run_segmentation_benchmark"]
+
+log = logging.getLogger(__name__)
+
+#: Config fields that do not change a run's numbers (may differ when resuming).
+_NOT_IDENTITY = ("out", "archs", "train", "seeds", "workers", "eval_batch_size", "progress")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Resolved options of a segmentation benchmark (saved as ``config.yaml``).
+
+    Data: ``real`` / ``synthetic`` dataset directories; ``train`` regimes, ``val`` set and
+    ``test`` sets in the syntax of :mod:`groundsynth.benchmark.data`. Model: ``archs`` (keys of
+    :data:`~groundsynth.benchmark.model.ARCHITECTURES`), ``encoder``, ``encoder_depth``,
+    ``decoder_width``, ``encoder_weights`` (local file or ``None``), ``normalisation``.
+    Training: ``seeds``, ``loss`` (dice / ce), ``lr``, ``weight_decay``, ``batch_size``,
+    ``max_epochs``, ``max_steps`` (-1: no limit), ``patience`` (early stopping, in validation
+    rounds), ``plateau_patience`` / ``plateau_factor`` (ReduceLROnPlateau), ``augment``,
+    ``limit_train_batches`` / ``limit_val_batches`` (Lightning's, for quick runs).
+    Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
+    ``precision``, ``deterministic``.
+    """
+
+    out: str
+    real: str | None = None
+    synthetic: str | None = None
+    train: tuple[str, ...] = ("real",)
+    val: str = "real"
+    test: str = "real"
+    archs: tuple[str, ...] = ("unet",)
+    encoder: str = "resnet34"
+    encoder_depth: int = 5
+    decoder_width: int | None = None
+    encoder_weights: str | None = None
+    normalisation: Literal["imagenet", "none"] = "imagenet"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    loss: Literal["dice", "ce"] = "dice"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 24
+    eval_batch_size: int | None = None
+    workers: int = 2
+    max_epochs: int = 20
+    max_steps: int = -1
+    patience: int = 5
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    augment: Literal["none", "flips"] = "flips"
+    limit_train_batches: float | int | None = None
+    limit_val_batches: float | int | None = None
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool | Literal["warn"] = "warn"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.real is None and self.synthetic is None:
+            raise InputError("no dataset given: pass --real DIR and/or --synthetic DIR")
+        if not self.train:
+            raise InputError("no training regime given (e.g. --train real)")
+        for text in self.train:
+            parse_regime(text)
+        names = [parse_regime(t).name for t in self.train]
+        if len(set(names)) != len(names):
+            raise InputError(f"a training regime is given twice: {names}")
+        if len(parse_eval_sets(self.val, "--val")) != 1:
+            raise InputError(f"--val takes one set (e.g. real), got {self.val!r}")
+        given = {"real": self.real, "synthetic": self.synthetic}
+        for what, parts in (
+            *((f"--train {r.name}", r.parts) for r in self.regimes()),
+            (f"--val {self.val}", (self.val_set(),)),
+            (f"--test {self.test}", self.test_sets()),
+        ):
+            for part in parts:
+                if given[part.source] is None:
+                    raise InputError(f"{what}: uses {part.source} data; pass --{part.source} DIR")
+        if not self.archs:
+            raise InputError("no architecture given (e.g. --archs unet,fpn)")
+        if len(set(self.archs)) != len(self.archs):
+            raise InputError(f"an architecture is given twice: {list(self.archs)}")
+        for arch in self.archs:
+            self.model_spec(arch)  # validates arch, encoder depth, normalisation
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
+        self.optim()
+        LoaderOptions(self.batch_size, self.eval_batch_size, self.workers)
+        if self.max_epochs < 1 or (self.max_steps != -1 and self.max_steps < 1):
+            raise InputError(
+                f"max_epochs must be >= 1 and max_steps >= 1 or -1, got {self.max_epochs}, {self.max_steps}"
+            )
+        if self.patience < 1 or self.num_nodes < 1:
+            raise InputError(
+                f"patience and num_nodes must be >= 1, got {self.patience}, {self.num_nodes}"
+            )
+        if self.deterministic not in (True, False, "warn"):
+            raise InputError(
+                f"deterministic must be true, false or 'warn', got {self.deterministic!r}"
+            )
+
+    # ------------------------------------------------------------ derived settings
+    def regimes(self) -> list[Regime]:
+        return [parse_regime(t) for t in self.train]
+
+    def val_set(self) -> DataPart:
+        return parse_eval_sets(self.val, "--val")[0]
+
+    def test_sets(self) -> tuple[DataPart, ...]:
+        return parse_eval_sets(self.test, "--test")
+
+    def model_spec(self, arch: str) -> ModelSpec:
+        return ModelSpec(
+            arch=arch,
+            encoder=self.encoder,
+            encoder_depth=self.encoder_depth,
+            decoder_width=self.decoder_width,
+            normalisation=self.normalisation,
+        )
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(
+            loss=self.loss,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            plateau_patience=self.plateau_patience,
+            plateau_factor=self.plateau_factor,
+            augment=self.augment,
+        )
+
+    def resolved(self) -> BenchmarkConfig:
+        """Absolute paths, normalised regime names and architecture names."""
+
+        def absolute(p: str | None) -> str | None:
+            return None if p is None else str(Path(p).resolve())
+
+        return replace(
+            self,
+            out=str(Path(self.out).resolve()),
+            real=absolute(self.real),
+            synthetic=absolute(self.synthetic),
+            encoder_weights=absolute(self.encoder_weights),
+            train=tuple(r.name for r in self.regimes()),
+            archs=tuple(self.model_spec(a).arch for a in self.archs),
+            seeds=tuple(int(s) for s in self.seeds),
+        )
+
+    def run_identity(self, arch: str, regime: str, seed: int) -> dict[str, Any]:
+        """What makes one run's numbers: shared settings plus its arch, regime and seed."""
+        d = {k: v for k, v in to_plain(self).items() if k not in _NOT_IDENTITY}
+        return {**d, "arch": arch, "regime": regime, "seed": seed}
+
+
+@dataclass
+class BenchmarkResult:
+    """Outcome of :func:`run_segmentation_benchmark`."""
+
+    out: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    files: dict[str, str]
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _global_rank() -> int:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def _run_dir(out: Path, arch: str, regime: Regime, seed: int) -> Path:
+    return out / "runs" / arch / regime.slug / f"seed{seed}"
+
+
+def _finished(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's metrics if it finished with this identity; raises if it differs."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        data = json.loads(metrics.read_text())
+        old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise OutputConflictError(
+            f"{run_dir}: unreadable finished run ({exc}); remove it to redo it"
+        ) from exc
+    if old != identity:
+        keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        raise OutputConflictError(
+            f"{run_dir}: finished with other settings (differ: {', '.join(keys)}); "
+            "use a new --out, or rerun with the same settings to resume"
+        )
+    return data
+
+
+def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run rows (one per test set) from a run's ``metrics.json``."""
+    rows = []
+    for test_set, scores in metrics["test"].items():
+        row = {
+            "arch": metrics["arch"],
+            "regime": metrics["regime"],
+            "seed": metrics["seed"],
+            "test_set": test_set,
+            "epochs": metrics.get("epochs"),
+            "steps": metrics.get("steps"),
+            "best_val_f1": metrics.get("best_val_f1"),
+            "seconds": metrics.get("seconds"),
+        }
+        row.update({k: (float("nan") if v is None else v) for k, v in scores.items()})
+        rows.append(row)
+    return rows
+
+
+def _train_one(
+    cfg: BenchmarkConfig,
+    readers: dict[str, DatasetReader],
+    arch: str,
+    regime: Regime,
+    seed: int,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Train, test and save one run; return its metrics (the ``metrics.json`` content)."""
+    L = lazy_import("lightning.pytorch")
+    torch = lazy_import("torch")
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    t0 = time.time()
+    rank_zero = _global_rank() == 0
+    identity = cfg.run_identity(arch, regime.name, seed)
+    run = start_run(run_dir, "train", identity, seeds={"run": seed}) if rank_zero else None
+    # Lightning's `deterministic` flips a process-wide torch switch: restore it afterwards.
+    det_state = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    try:
+        L.seed_everything(seed, workers=True, verbose=False)
+        spec = cfg.model_spec(arch)
+        model = build_from_spec(spec, cfg.encoder_weights)
+        dm = SegmentationDataModule(
+            readers,
+            regime,
+            cfg.val_set(),
+            cfg.test_sets(),
+            seed=seed,
+            loader=LoaderOptions(
+                cfg.batch_size,
+                cfg.eval_batch_size,
+                cfg.workers,
+                pin_memory=torch.cuda.is_available() and cfg.accelerator != "cpu",
+            ),
+        )
+        module = SegmentationModule(model, cfg.optim(), dm.test_names)
+        ckpt = ModelCheckpoint(
+            dirpath=run_dir / "lightning",
+            filename="best",
+            monitor=MONITOR,
+            mode="max",
+            save_top_k=1,
+            save_weights_only=True,
+            enable_version_counter=False,
+        )
+        stop = EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience)
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy,
+            precision=cfg.precision,
+            deterministic=cfg.deterministic,
+            max_epochs=cfg.max_epochs,
+            max_steps=cfg.max_steps,
+            limit_train_batches=cfg.limit_train_batches,
+            limit_val_batches=cfg.limit_val_batches,
+            callbacks=[ckpt, stop],
+            logger=CSVLogger(run_dir, name="lightning", version=""),
+            default_root_dir=run_dir,
+            enable_progress_bar=cfg.progress,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=dm)
+        best_path = ckpt.best_model_path
+        if not best_path:
+            log.warning(
+                "%s: no validation round saved a checkpoint; testing the last weights", run_dir
+            )
+        trainer.test(module, datamodule=dm, ckpt_path="best" if best_path else None, verbose=False)
+        best = ckpt.best_model_score
+        metrics = {
+            "arch": arch,
+            "regime": regime.name,
+            "seed": seed,
+            "epochs": int(trainer.current_epoch),
+            "steps": int(trainer.global_step),
+            "best_val_f1": float(best) if best is not None else None,
+            "val_history": module.val_history,
+            "test": module.test_results,
+            "data": dm.describe(),
+            "checkpoint": "segmenter.pt",
+            "seconds": round(time.time() - t0, 3),
+        }
+        if rank_zero:
+            name = f"{arch}-{regime.slug}-seed{seed}"
+            save_segmenter(
+                run_dir / "segmenter.pt",
+                module.model,
+                {
+                    "name": name,
+                    "trained": {
+                        k: metrics[k]
+                        for k in ("arch", "regime", "seed", "epochs", "steps", "best_val_f1")
+                    },
+                    "data": metrics["data"],
+                },
+            )
+            if best_path:
+                Path(best_path).unlink(missing_ok=True)  # segmenter.pt holds these weights
+            if run is not None:
+                run.finish(
+                    inputs=[p for p in (cfg.real, cfg.synthetic, cfg.encoder_weights) if p],
+                    outputs=json_safe(
+                        {"best_val_f1": metrics["best_val_f1"], "test": module.test_results}
+                    ),
+                    digest=[run_dir / "segmenter.pt"],
+                )
+            write_json(run_dir / "metrics.json", json_safe(metrics))  # last: marks it finished
+        return metrics
+    finally:
+        torch.use_deterministic_algorithms(det_state[0], warn_only=det_state[1])
+        if run is not None:
+            run.close()
+
+
+def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
+    """Train and test every (arch, regime, seed) of ``config``; write runs and tables.
+
+    Raises:
+        InputError: a dataset, split or option is unusable (checked before any training).
+        OutputConflictError: ``out`` holds runs made with other settings.
+    """
+    t0 = time.time()
+    cfg = config.resolved()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise OutputConflictError(f"{out}: exists and is not a directory")
+    readers = {
+        k: open_dataset(p) for k, p in (("real", cfg.real), ("synthetic", cfg.synthetic)) if p
+    }
+    regimes = cfg.regimes()
+    # Resolve every regime and evaluation set once up front: bad splits fail before training.
+    for regime in regimes:
+        SegmentationDataModule(readers, regime, cfg.val_set(), cfg.test_sets(), seed=cfg.seeds[0])
+    # Find finished runs (and conflicting ones) before anything is written.
+    plan = [
+        (
+            arch,
+            regime,
+            seed,
+            _finished(_run_dir(out, arch, regime, seed), cfg.run_identity(arch, regime.name, seed)),
+        )
+        for regime in regimes
+        for arch in cfg.archs
+        for seed in cfg.seeds
+    ]
+    rank_zero = _global_rank() == 0
+    run = (
+        start_run(out, "benchmark-segmentation", cfg, seeds={"seeds": list(cfg.seeds)})
+        if rank_zero
+        else None
+    )
+    try:
+        rows: list[dict[str, Any]] = []
+        trained: list[str] = []
+        skipped: list[str] = []
+        for arch, regime, seed, done in plan:
+            run_dir = _run_dir(out, arch, regime, seed)
+            key = f"{arch}/{regime.name}/seed{seed}"
+            if done is not None:
+                log.info("skipping finished run %s", key)
+                skipped.append(key)
+                rows += _rows(done)
+                continue
+            if rank_zero and run_dir.exists():
+                log.info("clearing unfinished run %s", run_dir)
+                shutil.rmtree(run_dir)
+            log.info("training %s", key)
+            rows += _rows(_train_one(cfg, readers, arch, regime, seed, run_dir))
+            trained.append(key)
+        rows.sort(key=lambda r: tuple(str(r[k]) for k in KEY_COLUMNS))
+        notes = [
+            WORLDCOVER_NOTE,
+            "Scores pool every pixel of a test split in one confusion matrix; macro averages "
+            "leave out classes absent from both the split's masks and the predictions.",
+        ]
+        files: dict[str, str] = {}
+        summary: list[dict[str, Any]] = []
+        if rank_zero:
+            written = write_results(out, rows, notes)
+            summary, files = written["summary"], written["files"]
+            if run is not None:
+                run.finish(
+                    inputs=[p for p in (cfg.real, cfg.synthetic, cfg.encoder_weights) if p],
+                    outputs={"runs": len(trained) + len(skipped), "files": files},
+                    extra={"trained": trained, "resumed": skipped},
+                )
+    finally:
+        if run is not None:
+            run.close()
+    return BenchmarkResult(
+        out=out,
+        rows=rows,
+        summary=summary,
+        files=files,
+        trained=trained,
+        skipped=skipped,
+        seconds=round(time.time() - t0, 3),
+    )

@@ -1,0 +1,101 @@
+"""Pseudo-labelling: a valid dataset with confidences, resume, image folders, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from groundsynth.classes import CLASS_NAMES
+from groundsynth.cli import app
+from groundsynth.data.masks import read_mask
+from groundsynth.data.validate import validate_dataset
+from groundsynth.errors import OutputConflictError
+from groundsynth.generate.pseudo_label import PseudoLabelConfig, pseudo_label
+
+runner = CliRunner()
+
+
+def test_pseudo_label_a_dataset_then_resume(tiny_dataset, tiny_checkpoint, tmp_path):
+    out = tmp_path / "pl"
+    cfg = PseudoLabelConfig(
+        dataset=str(tiny_dataset), model=str(tiny_checkpoint), out=str(out), splits=("val", "test"),
+        batch_size=3, chunk_size=4, device="cpu",
+    )  # fmt: skip
+    seen = []
+    result = pseudo_label(cfg, progress=lambda done, total: seen.append((done, total)))
+    assert result.counts == {"val": 5, "test": 5} and result.skipped == {}
+    assert seen[-1] == (10, 10)
+    assert validate_dataset(out).ok, validate_dataset(out).summary()
+
+    meta = pd.read_parquet(out / "metadata.parquet")
+    assert len(meta) == 10
+    assert meta["confidence"].between(0, 1).all() and meta["confidence"].gt(0).all()
+    assert (meta["origin"] == "pseudo-label:tiny-unet").all()
+    assert (meta["image_origin"] == "real").all()  # carried over from the input's metadata
+    assert meta["crs"].notna().all()  # geolocation carried over too
+    fracs = meta[[f"frac_{n}" for n in CLASS_NAMES]].to_numpy()
+    assert np.allclose(fracs.sum(axis=1), 1.0)
+    first = meta.iloc[0]
+    mask = read_mask(out / first["split"] / "masks" / f"{first['id']}.png")
+    assert np.allclose(np.bincount(mask.ravel(), minlength=7) / mask.size, fracs[0])
+    src = tiny_dataset / first["split"] / "images" / f"{first['id']}.png"
+    assert (out / first["split"] / "images" / f"{first['id']}.png").read_bytes() == src.read_bytes()
+    pct = pd.read_csv(out / "class_percentages" / "test.csv")
+    assert list(pct.columns) == ["filename", "split", *CLASS_NAMES] and len(pct) == 5
+
+    # rerun: every chunk is recorded, nothing is predicted again
+    again = pseudo_label(cfg)
+    assert again.chunks_resumed == again.chunks_total == 4  # val 2 chunks + test 2 chunks
+    assert pd.read_parquet(out / "metadata.parquet").equals(meta)
+    # an interrupted run: a lost chunk record is redone, alone
+    (out / ".pseudo-label" / "test" / "000001.json").unlink()
+    assert pseudo_label(cfg).chunks_resumed == 3
+    # another model or input in the same --out is refused
+    with pytest.raises(OutputConflictError, match="differ: .*splits"):
+        pseudo_label(
+            PseudoLabelConfig(dataset=str(tiny_dataset), model=str(tiny_checkpoint), out=str(out))
+        )
+
+
+def test_pseudo_label_a_folder_of_images_with_a_bad_file(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+            folder / f"{i:04d}.jpg"
+        )
+    Image.fromarray(rng.integers(0, 255, (64, 64, 4), dtype=np.uint8)).save(folder / "rgba.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "labelled"
+    res = runner.invoke(
+        app,
+        ["pseudo-label", str(folder), "--model", str(tiny_checkpoint), "--out", str(out),
+         "--device", "cpu", "--batch-size", "2", "--no-progress"],
+        terminal_width=200,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "skipped" in res.output and "unreadable" in res.output
+    report = validate_dataset(out)
+    assert report.ok, report.summary()
+    assert report.n_samples == {"synth": 4}  # 3 JPEGs + 1 RGBA PNG re-encoded as RGB
+    meta = pd.read_parquet(out / "metadata.parquet")
+    assert meta["confidence"].between(0, 1).all() and meta["image_origin"].isna().all()
+    assert Image.open(out / "synth" / "images" / "0001.png").size == (48, 40)
+
+
+def test_default_out_is_beside_the_input(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(folder / "a.png")
+    result = pseudo_label(
+        PseudoLabelConfig(dataset=str(folder), model=str(tiny_checkpoint), device="cpu")
+    )
+    assert result.out == tmp_path / "gen.pseudo-tiny-unet"
+    with pytest.raises(OutputConflictError, match="must differ from the input"):
+        pseudo_label(
+            PseudoLabelConfig(dataset=str(folder), model=str(tiny_checkpoint), out=str(folder))
+        )

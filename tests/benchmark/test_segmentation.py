@@ -1,0 +1,169 @@
+"""The segmentation benchmark end to end on a tiny dataset: tables, CIs, resume, conflicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from groundsynth.benchmark.model import load_segmenter
+from groundsynth.benchmark.results import mean_std_ci
+from groundsynth.benchmark.segmentation import BenchmarkConfig, run_segmentation_benchmark
+from groundsynth.cli import app
+from tests.benchmark.conftest import TINY
+
+runner = CliRunner()
+
+_QUICK = [
+    "--encoder", TINY["encoder"],
+    "--encoder-depth", str(TINY["encoder_depth"]),
+    "--decoder-width", str(TINY["decoder_width"]),
+    "--batch-size", "4",
+    "--workers", "0",
+    "--max-epochs", "1",
+    "--limit-train-batches", "2",
+    "--accelerator", "cpu",
+    "--no-progress",
+]  # fmt: skip
+
+
+def _strict_json(path):
+    def refuse(name):
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_mean_std_ci_is_a_student_t_interval():
+    values = [0.61, 0.65, 0.7]
+    mean, std, lo, hi = mean_std_ci(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / 3, scale=stats.sem(values))
+    assert (lo, hi) == pytest.approx(ref) and mean == pytest.approx(0.6533333)
+    assert std == pytest.approx(pd.Series(values).std())
+    one = mean_std_ci([0.5])
+    assert one[0] == 0.5 and all(math.isnan(v) for v in one[1:])
+
+
+def test_tiny_benchmark_end_to_end_then_resume(tiny_dataset, tmp_path):
+    out = tmp_path / "bench"
+    args = ["benchmark", "segmentation", "--real", str(tiny_dataset), "--archs", "unet,fpn",
+            "--seeds", "2", "--out", str(out), *_QUICK]  # fmt: skip
+    res = runner.invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "trained 4, resumed 0" in res.output
+
+    runs = pd.read_csv(out / "results.csv")
+    assert len(runs) == 4
+    assert set(zip(runs["arch"], runs["seed"])) == {
+        ("unet", 0),
+        ("unet", 1),
+        ("fpn", 0),
+        ("fpn", 1),
+    }
+    assert {"f1", "iou", "precision", "recall", "accuracy", "iou/Shrub", "support/Water"} <= set(
+        runs.columns
+    )
+    assert runs["f1"].between(0, 1).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["arch"]) == ["fpn", "unet", "mean"]
+    for col in (
+        "f1_mean",
+        "f1_std",
+        "f1_ci95_low",
+        "f1_ci95_high",
+        "iou_mean",
+        "accuracy_ci95_high",
+    ):
+        assert col in summary.columns
+    unet = summary[summary["arch"] == "unet"].iloc[0]
+    mean, std, lo, hi = mean_std_ci(runs[runs["arch"] == "unet"]["iou"].tolist())
+    assert (
+        unet["iou_mean"],
+        unet["iou_std"],
+        unet["iou_ci95_low"],
+        unet["iou_ci95_high"],
+    ) == pytest.approx((mean, std, lo, hi))
+    assert unet["n_seeds"] == 2
+    md = (out / "results.md").read_text()
+    assert "±" in md and "WorldCover" in md and "| mean |" in md
+    doc = _strict_json(out / "results.json")
+    assert len(doc["runs"]) == 4 and len(doc["summary"]) == 3
+    manifest = _strict_json(out / "manifest.json")
+    assert len(manifest["trained"]) == 4
+
+    run_dir = out / "runs" / "unet" / "real" / "seed0"
+    for name in ("config.yaml", "manifest.json", "train.log", "metrics.json", "segmenter.pt"):
+        assert (run_dir / name).is_file(), name
+    model, info = load_segmenter(run_dir / "segmenter.pt")
+    assert info["name"] == "unet-real-seed0" and info["trained"]["seed"] == 0
+    assert info["data"]["train"][0]["samples"] == 38
+
+    # rerun: every run is finished and skipped
+    stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+    res = runner.invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "trained 0, resumed 4" in res.output
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
+    assert pd.read_csv(out / "results.csv").equals(runs)
+
+    # an unfinished run (no metrics.json) is redone, alone
+    (out / "runs" / "fpn" / "real" / "seed1" / "metrics.json").unlink()
+    res = runner.invoke(app, args, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "trained 1, resumed 3" in res.output
+
+    # other settings in the same --out are refused before anything is written
+    res = runner.invoke(app, [*args, "--lr", "0.01"], terminal_width=200)
+    assert res.exit_code == 2
+    assert "finished with other settings (differ: lr)" in res.output
+
+
+def test_single_seed_mixing_regime_and_two_test_sets(tiny_dataset, tmp_path):
+    cfg = BenchmarkConfig(
+        out=str(tmp_path / "b"),
+        real=str(tiny_dataset),
+        synthetic=str(tiny_dataset),
+        train=("real:16,synthetic:0.5",),
+        test="real,synthetic/val",
+        archs=("segformer",),
+        seeds=(3,),
+        batch_size=4,
+        workers=0,
+        max_epochs=1,
+        limit_train_batches=2,
+        accelerator="cpu",
+        progress=False,
+        **TINY,
+    )
+    result = run_segmentation_benchmark(cfg)
+    assert [r["test_set"] for r in result.rows] == ["real/test", "synthetic/val"]
+    row = result.summary[0]
+    assert row["n_seeds"] == 1 and not math.isnan(row["f1_mean"])
+    assert math.isnan(row["f1_std"]) and math.isnan(row["f1_ci95_low"])
+    doc = _strict_json(tmp_path / "b" / "results.json")
+    assert doc["summary"][0]["f1_ci95_low"] is None
+    assert any("single seed" in n for n in doc["notes"])
+    metrics = _strict_json(
+        tmp_path / "b" / "runs" / "segformer" / "real@16+synthetic@0.5" / "seed3" / "metrics.json"
+    )
+    assert [p["samples"] for p in metrics["data"]["train"]] == [16, 8]
+
+
+def test_config_errors_are_clear(tiny_dataset, tmp_path):
+    from groundsynth.errors import InputError
+
+    with pytest.raises(InputError, match="uses synthetic data; pass --synthetic DIR"):
+        BenchmarkConfig(out=str(tmp_path), real=str(tiny_dataset), train=("real,synthetic:0.5",))
+    with pytest.raises(InputError, match="unknown architecture 'unett'"):
+        BenchmarkConfig(out=str(tmp_path), real=str(tiny_dataset), archs=("unett",))
+    res = runner.invoke(
+        app,
+        ["benchmark", "segmentation", "--real", str(tiny_dataset), "--val", "real/nosuch",
+         "--out", str(tmp_path / "x"), *_QUICK],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "has no split 'nosuch'" in res.output
+    assert not (tmp_path / "x").exists()  # refused before anything was written
