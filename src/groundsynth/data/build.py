@@ -32,10 +32,10 @@ from groundsynth.data import chunks as _chunks
 from groundsynth.data.chunks import Chunk, ChunkPlan, load_record, process_chunk, record_path
 from groundsynth.data.composition import integer_percentages
 from groundsynth.data.contract import (
-    METADATA_COLUMNS,
     PERCENT_COLUMNS,
     SPLITS,
     metadata_path,
+    metadata_schema,
     percentages_csv,
 )
 from groundsynth.data.masks import resolve_png_encoder
@@ -291,7 +291,9 @@ def _remove_temporaries(out: Path) -> int:
     """Delete the hidden temporary files (see groundsynth.io) an interrupted run left."""
     n = 0
     folders = [out, out / ".build" / "chunks", out / "class_percentages"]
-    folders += [d for s in SPLITS for d in (out / s / "images", out / s / "masks", out / s / "images_nir")]
+    folders += [
+        d for s in SPLITS for d in (out / s / "images", out / s / "masks", out / s / "images_nir")
+    ]
     for folder in folders:
         if not folder.is_dir():
             continue
@@ -366,23 +368,7 @@ def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dic
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("split", pa.string()),
-            ("source", pa.string()),
-            ("landcover", pa.string()),
-            ("row", pa.int32()),
-            ("col", pa.int32()),
-            ("crs", pa.string()),
-            ("transform", pa.list_(pa.float64())),
-            *((c, pa.float64()) for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")),
-            *((f"frac_{n}", pa.float64()) for n in CLASS_NAMES),
-            ("scaling", pa.string()),
-            ("origin", pa.string()),
-        ]
-    )
-    schema = pa.schema([schema.field(c) for c in METADATA_COLUMNS])
+    schema = metadata_schema()
     counts: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     share = {s: np.zeros(len(CLASS_NAMES)) for s in SPLITS}

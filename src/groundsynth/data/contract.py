@@ -16,7 +16,9 @@ ARAS400k uses the same ``<split>/images`` / ``<split>/masks`` layout with RGB co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from groundsynth.classes import CLASS_NAMES
 
@@ -29,6 +31,7 @@ __all__ = [
     "image_path",
     "mask_path",
     "metadata_path",
+    "metadata_schema",
     "nir_path",
     "percentages_csv",
 ]
@@ -68,6 +71,22 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "scaling",  # radiometric scaling used for the 8-bit image (and its parameters)
     "origin",  # "real" or the generator's name
 )
+
+
+def metadata_schema(extra: Mapping[str, Any] | None = None) -> Any:
+    """The pyarrow schema of ``metadata.parquet``: :data:`METADATA_COLUMNS` with their types,
+    then ``extra`` columns (name -> pyarrow type) that a stage adds (e.g. ``confidence``)."""
+    import pyarrow as pa
+
+    types = {
+        "row": pa.int32(),
+        "col": pa.int32(),
+        "transform": pa.list_(pa.float64()),
+        **{c: pa.float64() for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
+        **{f"frac_{n}": pa.float64() for n in CLASS_NAMES},
+    }
+    fields = [(c, types.get(c, pa.string())) for c in METADATA_COLUMNS]
+    return pa.schema(fields + list((extra or {}).items()))
 
 
 def image_path(root: Path, split: str, sample_id: str) -> Path:

@@ -268,16 +268,7 @@ def _record_path(out: Path, split: str, chunk: int) -> Path:
 def _metadata_schema():
     import pyarrow as pa
 
-    types = {
-        "row": pa.int32(),
-        "col": pa.int32(),
-        "transform": pa.list_(pa.float64()),
-        **{c: pa.float64() for c in ("minx", "miny", "maxx", "maxy", "lon", "lat")},
-        **{f"frac_{n}": pa.float64() for n in CLASS_NAMES},
-        "confidence": pa.float64(),
-    }
-    names = (*contract.METADATA_COLUMNS, "confidence", "image_origin")
-    return pa.schema([(c, types.get(c, pa.string())) for c in names])
+    return contract.metadata_schema({"confidence": pa.float64(), "image_origin": pa.string()})
 
 
 def _row(
