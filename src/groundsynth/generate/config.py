@@ -1,0 +1,163 @@
+"""Configuration of a generator training run (``groundsynth train-generator``).
+
+:class:`TrainConfig` holds what every generator kind shares (data, steps, checkpoints,
+devices, precision, seed) and the kind's own model options in ``model``
+(:class:`~groundsynth.generate.conditional.config.ConditionalConfig` or
+:class:`~groundsynth.generate.diffusion.DiffusionConfig`). It is saved resolved as the run's
+``config.yaml`` and inside every checkpoint, so a checkpoint alone rebuilds its model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from groundsynth.errors import InputError
+from groundsynth.runs import to_plain
+
+__all__ = ["KINDS", "PRECISIONS", "TrainConfig", "model_config_from_dict"]
+
+#: generator kinds: ``conditional`` (map -> image, grounded), ``diffusion`` (unconditional)
+KINDS = ("conditional", "diffusion")
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+FITS = ("crop", "resize")
+
+#: options that may change when a run is resumed (they do not change the model being trained)
+RESUMABLE_CHANGES = (
+    "max_steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "grid_rows",
+    "num_workers",
+    "accelerator",
+    "devices",
+    "strategy",
+    "precision",
+    "channels_last",
+)
+
+
+def model_config_from_dict(kind: str, data: dict[str, Any] | None) -> Any:
+    """The model config of ``kind`` from a plain dict (``None``: the kind's defaults)."""
+    if kind == "conditional":
+        from groundsynth.generate.conditional.config import ConditionalConfig
+
+        return ConditionalConfig() if data is None else ConditionalConfig.from_dict(data)
+    if kind == "diffusion":
+        from groundsynth.generate.diffusion import DiffusionConfig
+
+        return DiffusionConfig() if data is None else DiffusionConfig.from_dict(data)
+    raise InputError(f"unknown generator kind {kind!r}; valid: {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of a generator training run.
+
+    Attributes:
+        kind: ``conditional`` (map -> image) or ``diffusion`` (unconditional).
+        dataset: dataset directory to train on (groundsynth or ARAS400k layout).
+        out: run directory (config, checkpoints, sample grids, losses, log).
+        split: split of ``dataset`` to train on.
+        image_size: training image size (a multiple of 32 for the default architectures).
+        fit: how patches larger than ``image_size`` are brought to it: ``crop`` (random
+            crop, keeps the ground resolution) or ``resize`` (changes it).
+        augment: random flips and 90-degree rotations of image and map.
+        max_steps: total optimisation steps (a resumed run continues up to it).
+        batch_size: samples per step and device.
+        checkpoint_every: steps between checkpoints (each with a sample grid and losses).
+        keep_checkpoints: keep only the latest this many checkpoints (0: keep all).
+        grid_rows: training samples shown in each sample grid.
+        seed: seed of initialisation, data order, augmentation and noise.
+        num_workers: data-loading worker processes.
+        accelerator, devices, strategy: passed to Lightning's Trainer (``auto`` by default:
+            a GPU when there is one, else the CPU).
+        precision: Lightning precision; ``auto`` is ``bf16-mixed`` (or ``16-mixed``) on CUDA
+            and ``32-true`` elsewhere.
+        channels_last: channels-last memory format; ``auto`` is on for CUDA only.
+        model: the kind's model options (``None``: its defaults).
+    """
+
+    kind: Literal["conditional", "diffusion"]
+    dataset: str
+    out: str
+    split: str = "train"
+    image_size: int = 256
+    fit: Literal["crop", "resize"] = "crop"
+    augment: bool = True
+    max_steps: int = 100_000
+    batch_size: int = 16
+    checkpoint_every: int = 5_000
+    keep_checkpoints: int = 0
+    grid_rows: int = 4
+    seed: int = 0
+    num_workers: int = 2
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    model: Any = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"unknown generator kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        model = self.model
+        if model is None or isinstance(model, dict):
+            object.__setattr__(self, "model", model_config_from_dict(self.kind, model))
+        elif type(model).__name__ != _MODEL_CLASS[self.kind]:
+            raise InputError(
+                f"--kind {self.kind} needs a {_MODEL_CLASS[self.kind]}, got {type(model).__name__}"
+            )
+        if self.fit not in FITS:
+            raise InputError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+        if self.image_size < 8:
+            raise InputError(f"--image-size must be >= 8, got {self.image_size}")
+        for name in ("max_steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise InputError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        for name in ("keep_checkpoints", "grid_rows", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise InputError(
+                    f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
+                )
+        if self.precision not in PRECISIONS:
+            raise InputError(
+                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
+            )
+        if self.channels_last not in ("auto", "on", "off"):
+            raise InputError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
+
+    def resolved(self) -> TrainConfig:
+        """Absolute paths and the model's size-dependent defaults filled in."""
+        return replace(
+            self,
+            dataset=str(Path(self.dataset).resolve()),
+            out=str(Path(self.out).resolve()),
+            devices=str(self.devices),
+            model=self.model.resolved(self.image_size),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The options that must match for a run directory to be resumed."""
+        plain = to_plain(self)
+        for name in (*RESUMABLE_CHANGES, "out"):
+            plain.pop(name, None)
+        return plain
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from the plain dict saved in config.yaml / checkpoints."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data).difference(known)
+        if unknown:
+            raise InputError(f"unknown training option(s): {sorted(unknown)}")
+        data = dict(data)
+        data["model"] = model_config_from_dict(data["kind"], data.get("model"))
+        return cls(**data)
+
+
+_MODEL_CLASS = {"conditional": "ConditionalConfig", "diffusion": "DiffusionConfig"}

@@ -1,0 +1,262 @@
+"""Unconditional (ungrounded) generator: a diffusers ``UNet2DModel`` trained as a DDPM.
+
+Training (Ho et al., 2020): noise an image to a random timestep with the ``DDPMScheduler`` and
+regress the noise (``epsilon``) or the velocity (``v_prediction``) with the U-Net; an EMA of the
+weights is kept for sampling (``ema_decay`` 0 turns it off). Sampling starts from per-sample
+seeded noise and runs DDIM (Song et al., 2021; deterministic, ``eta`` 0) or DPM-Solver++
+(Lu et al., 2022; ``DPMSolverMultistepScheduler``) with a configurable number of steps.
+
+The images come without maps: they get labels later from a segmenter (pseudo-labelling), as
+ARAS400k's synthetic split did.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groundsynth._optional import lazy_import
+from groundsynth.errors import InputError
+from groundsynth.generate.config import TrainConfig
+from groundsynth.generate.data import to_model_range, to_uint8
+from groundsynth.generate.ema import make_ema, update_ema
+from groundsynth.generate.module import GeneratorModule
+from groundsynth.generate.seeds import derive_seed
+
+__all__ = [
+    "SAMPLERS",
+    "DiffusionConfig",
+    "DiffusionModule",
+    "build_unet",
+    "sample_images",
+]
+
+#: sampler name -> diffusers scheduler class name
+SAMPLERS: dict[str, str] = {
+    "ddim": "DDIMScheduler",
+    "dpm-solver": "DPMSolverMultistepScheduler",
+}
+GRID_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The diffusion model and its training/sampling options.
+
+    Attributes:
+        block_out_channels: U-Net channels per resolution (one downsampling between each).
+        layers_per_block: ResNet layers per U-Net block.
+        attention: self-attention in the second-coarsest blocks (as diffusers' DDPM U-Net).
+        norm_groups: GroupNorm groups (must divide every entry of ``block_out_channels``;
+            ``None``: the greatest common divisor of 32 and the channels).
+        num_train_timesteps, beta_schedule, prediction_type: the DDPM noise process.
+        lr, weight_decay: AdamW settings.
+        ema_decay: decay of the weights' moving average used for sampling (0: off).
+        sampler: ``ddim`` or ``dpm-solver`` (default for ``generate``; it can override).
+        inference_steps: sampling steps (default for ``generate``; it can override).
+    """
+
+    block_out_channels: tuple[int, ...] = (128, 128, 256, 256, 512, 512)
+    layers_per_block: int = 2
+    attention: bool = True
+    norm_groups: int | None = None
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    sampler: Literal["ddim", "dpm-solver"] = "dpm-solver"
+    inference_steps: int = 25
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "block_out_channels", tuple(int(c) for c in self.block_out_channels)
+        )
+        if not self.block_out_channels or min(self.block_out_channels) < 1:
+            raise InputError(f"block_out_channels must be positive, got {self.block_out_channels}")
+        if self.norm_groups is None:
+            object.__setattr__(self, "norm_groups", math.gcd(32, *self.block_out_channels))
+        bad = [c for c in self.block_out_channels if c % self.norm_groups]
+        if self.norm_groups < 1 or bad:
+            raise InputError(
+                f"norm_groups {self.norm_groups} must divide every block's channels "
+                f"{self.block_out_channels}; lower norm_groups"
+            )
+        if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+            raise InputError(f"unknown beta_schedule {self.beta_schedule!r}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise InputError(f"unknown prediction_type {self.prediction_type!r}")
+        check_sampler(self.sampler)
+        if self.layers_per_block < 1 or self.num_train_timesteps < 2 or self.inference_steps < 1:
+            raise InputError("layers_per_block, inference_steps >= 1 and timesteps >= 2 needed")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def resolved(self, image_size: int) -> DiffusionConfig:
+        """Checks that ``image_size`` fits the U-Net's downsamplings."""
+        step = 2 ** (len(self.block_out_channels) - 1)
+        if image_size % step:
+            raise InputError(
+                f"image size {image_size} is not a multiple of {step} (the U-Net downsamples "
+                f"{len(self.block_out_channels) - 1} times)"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data).difference(known)
+        if unknown:
+            raise InputError(f"unknown diffusion option(s): {sorted(unknown)}")
+        return cls(**data)
+
+
+def check_sampler(name: str) -> str:
+    """``name`` if it is a known sampler, else :class:`InputError` listing them."""
+    if name not in SAMPLERS:
+        raise InputError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+    return name
+
+
+def build_unet(cfg: DiffusionConfig, image_size: int) -> nn.Module:
+    """The diffusers ``UNet2DModel`` of ``cfg``."""
+    diffusers = lazy_import("diffusers")
+    n = len(cfg.block_out_channels)
+    attn = n - 2 if cfg.attention and n >= 2 else -1
+    down = tuple("AttnDownBlock2D" if i == attn else "DownBlock2D" for i in range(n))
+    up = tuple("AttnUpBlock2D" if n - 1 - i == attn else "UpBlock2D" for i in range(n))
+    return diffusers.UNet2DModel(
+        sample_size=image_size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=cfg.layers_per_block,
+        block_out_channels=cfg.block_out_channels,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=cfg.norm_groups,
+        # diffusers' default head size (8), or one head on narrower blocks
+        attention_head_dim=min(8, cfg.block_out_channels[attn]) if attn >= 0 else 8,
+    )
+
+
+def training_scheduler(cfg: DiffusionConfig) -> Any:
+    """The DDPM noise schedule of ``cfg``."""
+    diffusers = lazy_import("diffusers")
+    return diffusers.DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+    )
+
+
+def sampling_scheduler(cfg: DiffusionConfig, sampler: str | None = None) -> Any:
+    """A fresh DDIM or DPM-Solver scheduler on ``cfg``'s noise schedule."""
+    diffusers = lazy_import("diffusers")
+    name = SAMPLERS[check_sampler(sampler or cfg.sampler)]
+    return getattr(diffusers, name).from_config(training_scheduler(cfg).config)
+
+
+def initial_noise(seeds: list[int], image_size: int, device: Any) -> torch.Tensor:
+    """(B, 3, S, S) standard normal noise, one draw per seed on the CPU (device-independent)."""
+    rows = [
+        torch.randn((3, image_size, image_size), generator=torch.Generator().manual_seed(int(s)))
+        for s in seeds
+    ]
+    return torch.stack(rows).to(device)
+
+
+@torch.no_grad()
+def sample_images(
+    unet: nn.Module,
+    cfg: DiffusionConfig,
+    seeds: list[int],
+    image_size: int,
+    *,
+    sampler: str | None = None,
+    steps: int | None = None,
+    autocast: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Sample one image per seed: (B, 3, S, S) in [-1, 1]."""
+    device = next(unet.parameters()).device
+    scheduler = sampling_scheduler(cfg, sampler)
+    with warnings.catch_warnings():  # diffusers' DPM-Solver trips a numpy 2 deprecation
+        warnings.filterwarnings("ignore", message=r".*__array__ implementation.*")
+        scheduler.set_timesteps(steps or cfg.inference_steps, device=device)
+    x = initial_noise(seeds, image_size, device) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        inp = scheduler.scale_model_input(x, t)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out = unet(inp, t).sample
+        x = scheduler.step(out.float(), t, x).prev_sample
+    return x.clamp(-1, 1)
+
+
+class DiffusionModule(GeneratorModule):
+    """DDPM training of the U-Net (manual optimisation, one AdamW)."""
+
+    kind = "diffusion"
+    loss_names = ("loss",)
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.model_cfg: DiffusionConfig = config.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.unet = build_unet(self.model_cfg, config.image_size)
+        self.unet_ema = make_ema(self.unet) if self.model_cfg.ema_decay > 0 else None
+        self.noise_schedule = training_scheduler(self.model_cfg)
+
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"unet": self.unet}
+        if self.unet_ema is not None:
+            nets["unet_ema"] = self.unet_ema
+        return nets
+
+    def optimizer_names(self) -> tuple[str, ...]:
+        return ("unet",)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        m = self.model_cfg
+        return torch.optim.AdamW(self.unet.parameters(), lr=m.lr, weight_decay=m.weight_decay)
+
+    def train_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, Any]:
+        x0 = batch["image"]
+        b = x0.shape[0]
+        noise = self.noise_like(tuple(x0.shape), gen).to(x0.dtype)
+        t = torch.randint(
+            0, self.model_cfg.num_train_timesteps, (b,), generator=gen, device=self.device
+        )
+        noisy = self.noise_schedule.add_noise(x0, noise, t)
+        if self.model_cfg.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_schedule.get_velocity(x0, noise, t)
+        pred = self.unet(noisy, t).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+        if self.unet_ema is not None:
+            update_ema(self.unet_ema, self.unet, self.model_cfg.ema_decay)
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def grid_rows(self, rows: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
+        """Per training sample: real | ``GRID_SAMPLES`` generated images."""
+        net = self.unet_ema if self.unet_ema is not None else self.unet
+        out = []
+        for r, (image, _) in enumerate(rows):
+            seeds = [derive_seed(self.config.seed, "grid", r, j) for j in range(GRID_SAMPLES)]
+            fakes = to_uint8(sample_images(net, self.model_cfg, seeds, image.shape[0]))
+            real = to_uint8(to_model_range(image)[None])[0]
+            out.append(np.concatenate([real, *fakes], axis=1))
+        return out

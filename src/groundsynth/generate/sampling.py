@@ -1,0 +1,422 @@
+"""``groundsynth generate``: a trained generator -> a synthetic dataset in the data contract.
+
+* **conditional** models paint layouts (see :mod:`groundsynth.generate.layouts`); each sample's
+  mask is its conditioning map, and its layout provenance goes into the metadata.
+* **diffusion** models sample images only (no masks yet; see :mod:`.writer`).
+
+Sample ``i`` depends only on ``(seed, i)``: its layout on ``derive_seed(seed, "layout", i)``,
+its noise on ``derive_seed(seed, "sample", i)`` (drawn on the CPU). So rerunning after an
+interruption skips the recorded chunks and rewrites nothing differently, and the batch size or
+device changes results only by floating-point rounding (at most one grey level, rarely).
+``--model`` takes a run directory (its latest checkpoint) or a checkpoint file; the EMA weights
+are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+
+from groundsynth.data.composition import class_fractions
+from groundsynth.data.contract import image_path, mask_path
+from groundsynth.data.masks import encode_mask_png, encode_rgb_png, resolve_png_encoder
+from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.generate.layouts import Layout, LayoutConfig, make_layouts
+from groundsynth.generate.loading import LoadedGenerator, load_generator, resolve_device
+from groundsynth.generate.seeds import derive_seed
+from groundsynth.generate.writer import (
+    MASK_FROM_MAP,
+    base_row,
+    read_record,
+    record_path,
+    sample_id,
+    write_record,
+    write_tables,
+)
+from groundsynth.io import write_bytes
+from groundsynth.runs import start_run, to_plain
+
+__all__ = [
+    "GenerateConfig",
+    "GenerateResult",
+    "LoadedGenerator",
+    "generate_dataset",
+    "load_generator",
+    "resolve_device",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``progress(done, total)`` in samples
+Progress = Callable[[int, int], None]
+
+#: options that may change between a run and its resumption
+_NOT_IDENTITY = ("n", "batch_size", "device", "num_workers", "out")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Options of ``groundsynth generate``.
+
+    Attributes:
+        model: run directory (latest checkpoint) or checkpoint file.
+        out: dataset directory to write (or resume).
+        n: number of samples.
+        layouts: layouts to paint (conditional models; default ``train-masks``).
+        masks: dataset holding the source masks of the layouts (default: the model's
+            training dataset).
+        split: split name of the samples in ``out``.
+        seed: seed of layouts and noise.
+        batch_size: samples per forward pass (does not change results beyond rounding).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]``.
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere; resolved when the run
+            starts, so a resumed run keeps it), ``32``, ``bf16`` or ``16``. Channels-last
+            memory is used on CUDA.
+        sampler, steps: diffusion sampler (``ddim``/``dpm-solver``) and its steps (default:
+            the model's).
+        image_size: output size (default: the training size; a multiple of 32).
+        chunk_size: samples per resumable chunk.
+        num_workers: processes preparing layouts.
+        png_encoder: ``auto`` (fpng when installed), ``fpng`` or ``pil``.
+    """
+
+    model: str
+    out: str
+    n: int
+    layouts: LayoutConfig | None = None
+    masks: str | None = None
+    split: str = "synth"
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "auto"
+    precision: Literal["auto", "32", "bf16", "16"] = "auto"
+    sampler: str | None = None
+    steps: int | None = None
+    image_size: int | None = None
+    chunk_size: int = 256
+    num_workers: int = 0
+    png_encoder: str = "auto"
+    # filled in by resolution
+    kind: str | None = None
+    checkpoint: str | None = None
+    origin: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layouts, dict):
+            object.__setattr__(self, "layouts", LayoutConfig(**self.layouts))
+        if self.n < 1:
+            raise InputError(f"--n must be >= 1, got {self.n}")
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.num_workers < 0 or self.seed < 0:
+            raise InputError("--num-workers and --seed must be >= 0")
+        if self.precision not in ("auto", "32", "bf16", "16"):
+            raise InputError(f"--precision must be auto, 32, bf16 or 16, got {self.precision!r}")
+        if self.steps is not None and self.steps < 1:
+            raise InputError(f"--steps must be >= 1, got {self.steps}")
+        if self.image_size is not None and (self.image_size < 8 or self.image_size % 8):
+            raise InputError(f"--image-size must be a multiple of 8, got {self.image_size}")
+        if not self.split or "/" in self.split:
+            raise InputError(f"--split must be a plain folder name, got {self.split!r}")
+        try:
+            resolve_png_encoder(self.png_encoder)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    def resolved(self, gen: LoadedGenerator) -> GenerateConfig:
+        """Paths made absolute, the model's defaults filled in, consistency checked."""
+        layouts, masks, sampler = self.layouts, self.masks, self.sampler
+        if gen.kind == "conditional":
+            layouts = layouts or LayoutConfig()
+            if masks is None and not Path(gen.train_config.dataset).is_dir():
+                raise InputError(
+                    f"the model's training dataset {gen.train_config.dataset} is gone; give the "
+                    "dataset to draw layouts from with --masks DATASET"
+                )
+            masks = str(Path(masks or gen.train_config.dataset).resolve())
+            if sampler is not None or self.steps is not None:
+                raise InputError("--sampler/--steps are for diffusion models, not conditional ones")
+        else:
+            if layouts is not None or masks is not None:
+                raise InputError(
+                    f"{gen.checkpoint}: a {gen.kind} model is unconditional; --layouts, --target "
+                    "and --masks are for conditional models"
+                )
+            from groundsynth.generate.diffusion import check_sampler
+
+            sampler = check_sampler(sampler or gen.train_config.model.sampler)
+        return replace(
+            self,
+            out=str(Path(self.out).resolve()),
+            layouts=layouts,
+            masks=masks,
+            sampler=sampler,
+            steps=self.steps
+            or (gen.train_config.model.inference_steps if gen.kind == "diffusion" else None),
+            image_size=self.image_size or gen.train_config.image_size,
+            png_encoder=resolve_png_encoder(self.png_encoder),
+            kind=gen.kind,
+            checkpoint=str(gen.checkpoint),
+            origin=gen.origin,
+            model=str(Path(self.model).resolve()),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        plain = to_plain(self)
+        for k in _NOT_IDENTITY:
+            plain.pop(k, None)
+        return plain
+
+
+@dataclass
+class GenerateResult:
+    """What :func:`generate_dataset` did."""
+
+    out: Path
+    n: int
+    written: int
+    resumed: int
+    origin: str
+    seconds: float
+    tables: dict[str, Any] = field(default_factory=dict)
+    unsatisfied: int = 0
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_output(out: Path, config: GenerateConfig) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputConflictError(f"{out}: exists and is not a directory")
+    cfg = out / "config.yaml"
+    if not cfg.is_file():
+        if any(out.iterdir()):
+            raise OutputConflictError(
+                f"{out}: folder is not empty and holds no generated dataset; choose a new --out"
+            )
+        return
+    try:
+        previous = GenerateConfig(**yaml.safe_load(cfg.read_text(encoding="utf-8")))
+    except (TypeError, InputError, yaml.YAMLError):
+        raise OutputConflictError(
+            f"{out}: holds another stage's output ({cfg}); choose a new --out"
+        ) from None
+    old, new = previous.identity(), config.identity()
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise OutputConflictError(
+            f"{out}: holds samples generated with different options ({', '.join(diff)}); rerun "
+            "with the same options (and the same checkpoint file) to resume, or choose a new --out"
+        )
+
+
+def _precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``32`` elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "32"
+    return precision
+
+
+_AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+class _LayoutItems:
+    """Layouts by sample index, for a DataLoader (layouts built in worker processes)."""
+
+    def __init__(self, strategy: Any) -> None:
+        self.strategy = strategy
+
+    def __getitem__(self, index: int) -> tuple[int, Layout]:
+        return index, self.strategy.layout(index)
+
+
+def _batches(config: GenerateConfig, chunks: list[tuple[int, int, int]]) -> list[list[int]]:
+    out = []
+    for _, start, stop in chunks:
+        for b in range(start, stop, config.batch_size):
+            out.append(list(range(b, min(b + config.batch_size, stop))))
+    return out
+
+
+def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None) -> GenerateResult:
+    """Generate (or resume generating) ``config.n`` samples into ``config.out``."""
+    t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    gen = load_generator(config.model, device)
+    config = replace(config.resolved(gen), precision=_precision(config.precision, device))
+    out = Path(config.out)
+    _check_output(out, config)
+    n, size = config.n, int(config.image_size)  # type: ignore[arg-type]
+    chunks = [
+        (k, s, min(s + config.chunk_size, n)) for k, s in enumerate(range(0, n, config.chunk_size))
+    ]
+    recorded = sorted((out / ".chunks").glob("chunk_*.json")) if out.exists() else []
+    stops = [rec["stop"] for p in recorded if (rec := read_record(out, int(p.stem.split("_")[1])))]
+    if stops and max(stops) > n:
+        raise OutputConflictError(
+            f"{out}: holds {max(stops)} samples, more than --n {n}; use --n {max(stops)} or "
+            "more, or a new --out"
+        )
+    run = start_run(out, "generate", config, seeds={"seed": config.seed})
+    try:
+        todo = []
+        for k, start, stop in chunks:
+            rec = read_record(out, k)
+            if rec is None or (rec["start"], rec["stop"]) != (start, stop):
+                todo.append((k, start, stop))
+        done = sum(stop - start for _, start, stop in chunks) - sum(b - a for _, a, b in todo)
+        if progress is not None:
+            progress(done, n)
+        if done:
+            log.info("resuming: %d of %d samples already written", done, n)
+        autocast = _AUTOCAST[config.precision]
+        channels_last = device.type == "cuda"
+        if channels_last:
+            gen.network.to(memory_format=torch.channels_last)
+        layouts = None
+        if gen.kind == "conditional":
+            layouts = make_layouts(config.layouts, config.masks, size, config.seed)  # type: ignore[arg-type]
+            gen.train_config.model.generator.check_size(size)
+        written = _generate_chunks(
+            config, gen, layouts, todo, out, autocast, channels_last, progress, done
+        )
+        tables = write_tables(out, config.split, _all_rows(out, chunks))
+        unsatisfied = sum(1 for r in _all_rows(out, chunks) if r.get("layout_satisfied") is False)
+        if unsatisfied:
+            log.warning(
+                "%d of %d layouts do not meet the target %s (the closest candidates were used)",
+                unsatisfied,
+                n,
+                config.layouts.target if config.layouts else None,
+            )
+        outputs = {
+            "samples": n,
+            "written_now": written,
+            "resumed": done,
+            "origin": gen.origin,
+            "tables": tables,
+            "target_unsatisfied": unsatisfied,
+        }
+        manifest = run.finish(
+            inputs=[config.checkpoint] + ([config.masks] if config.masks else []),
+            outputs=outputs,
+            digest=[out / "metadata.parquet"],
+        )
+    except BaseException:
+        run.close()
+        raise
+    return GenerateResult(
+        out=out,
+        n=n,
+        written=written,
+        resumed=done,
+        origin=gen.origin,
+        seconds=time.perf_counter() - t0,
+        tables=tables,
+        unsatisfied=unsatisfied,
+        manifest=manifest,
+    )
+
+
+def _all_rows(out: Path, chunks: list[tuple[int, int, int]]):
+    for k, _, _ in chunks:
+        rec = read_record(out, k)
+        if rec is None:
+            raise OutputConflictError(f"{record_path(out, k)}: chunk record vanished; rerun")
+        yield from rec["rows"]
+
+
+def _generate_chunks(
+    config: GenerateConfig,
+    gen: LoadedGenerator,
+    layouts: Any,
+    todo: list[tuple[int, int, int]],
+    out: Path,
+    autocast: torch.dtype | None,
+    channels_last: bool,
+    progress: Progress | None,
+    done: int,
+) -> int:
+    """Generate and write the samples of the ``todo`` chunks; record each chunk when done."""
+    if not todo:
+        return 0
+    loader: Any
+    batches = _batches(config, todo)
+    if layouts is not None:
+        loader = torch.utils.data.DataLoader(
+            _LayoutItems(layouts),  # type: ignore[arg-type]
+            batch_sampler=batches,
+            num_workers=config.num_workers,
+            collate_fn=list,
+        )
+    else:
+        loader = ([(i, None) for i in batch] for batch in batches)
+    # which chunk each batch belongs to, and whether it is the chunk's last batch
+    owners = []
+    for chunk in todo:
+        n_batches = len(_batches(config, [chunk]))
+        owners += [(chunk, b == n_batches - 1) for b in range(n_batches)]
+    rows: list[dict[str, Any]] = []
+    written = 0
+    for items, ((k, start, stop), last) in zip(loader, owners, strict=True):
+        seeds = [derive_seed(config.seed, "sample", i) for i, _ in items]
+        masks = np.stack([lay.mask for _, lay in items]) if layouts is not None else None
+        images = gen.images(
+            seeds,
+            masks,
+            image_size=config.image_size,
+            sampler=config.sampler,
+            steps=config.steps,
+            autocast=autocast,
+            channels_last=channels_last,
+        )
+        for (index, lay), seed, image in zip(items, seeds, images):
+            rows.append(_write_sample(out, config, gen, index, seed, image, lay))
+        written += len(items)
+        if progress is not None:
+            progress(done + written, config.n)
+        if last:
+            write_record(out, k, start, stop, rows)
+            rows = []
+    return written
+
+
+def _write_sample(
+    out: Path,
+    config: GenerateConfig,
+    gen: LoadedGenerator,
+    index: int,
+    seed: int,
+    image: np.ndarray,
+    layout: Layout | None,
+) -> dict[str, Any]:
+    sid = sample_id(index, config.n)
+    write_bytes(
+        image_path(out, config.split, sid), encode_rgb_png(image, encoder=config.png_encoder)
+    )
+    fractions = None
+    if layout is not None:
+        write_bytes(mask_path(out, config.split, sid), encode_mask_png(layout.mask))
+        fractions = class_fractions(layout.mask)
+    row = base_row(sid, config.split, gen.origin, fractions)
+    row["sample_seed"] = int(seed)
+    if layout is not None:
+        row.update(
+            {
+                "mask_origin": MASK_FROM_MAP,
+                "layout": layout.strategy,
+                "layout_source": ";".join(layout.sources),
+                "layout_transform": layout.transform,
+                "layout_satisfied": layout.satisfied,
+            }
+        )
+    return row
