@@ -113,8 +113,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _pct(mean: float, std: float, lo: float, hi: float) -> str:
-    if math.isnan(mean):
+def _pct(mean: float | None, std: float, lo: float, hi: float) -> str:
+    if mean is None or math.isnan(mean):
         return "n/a"
     text = f"{100 * mean:.2f}"
     if not math.isnan(std):

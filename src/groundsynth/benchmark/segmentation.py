@@ -320,7 +320,12 @@ def _train_one(
             save_weights_only=True,
             enable_version_counter=False,
         )
-        stop = EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience)
+        # checked after validation rounds only; a run whose max_steps ends before the first
+        # validation (tiny quick runs) simply has nothing to stop on
+        stop = EarlyStopping(
+            monitor=MONITOR, mode="max", patience=cfg.patience, strict=False,
+            check_on_train_epoch_end=False,
+        )  # fmt: skip
         trainer = L.Trainer(
             accelerator=cfg.accelerator,
             devices=cfg.devices,

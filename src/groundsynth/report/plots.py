@@ -10,7 +10,7 @@ import numpy as np
 from groundsynth._optional import lazy_import
 from groundsynth.classes import CLASS_NAMES, COLOURS
 
-__all__ = ["composition_bars", "composition_boxes", "sample_grid"]
+__all__ = ["composition_bars", "composition_boxes", "difference_bars", "sample_grid"]
 
 _HEX = ["#" + "".join(f"{v:02x}" for v in c) for c in COLOURS.tolist()]
 
@@ -95,4 +95,23 @@ def sample_grid(
                 wrap=True,
             )
     fig.tight_layout(h_pad=1.6)
+    return fig
+
+
+def difference_bars(diffs: Sequence[Mapping[str, Any]], metric: str = "f1") -> Any:
+    """Horizontal bars of paired differences (in points) with their CIs, one per comparison."""
+    plt = _plt()
+    rows = [d for d in diffs if d["metric"] == metric]
+    labels = [f"{d['comparison'].split('  ')[0]}\n{d['domain']}" for d in rows]
+    mean = np.array([100 * d["mean"] for d in rows], dtype=float)
+    lo = np.array([100 * d["ci95_low"] for d in rows], dtype=float)
+    hi = np.array([100 * d["ci95_high"] for d in rows], dtype=float)
+    err = np.vstack([np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)])
+    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.55 * max(len(rows), 1)))
+    colours = ["#2e7d32" if m > 0 else "#c62828" for m in mean]
+    ax.barh(range(len(rows)), mean, xerr=err, color=colours, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"grounded − ungrounded, macro {metric.upper()} (points)")
     return fig

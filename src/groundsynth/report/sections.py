@@ -39,6 +39,8 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 def detect_kind(path: Path) -> str:
     """What a run directory is, from the files it holds."""
+    if (path / "experiment.json").is_file():
+        return "experiment"
     if (path / "caption_metrics.json").is_file():
         return "captions"
     if (path / "results.csv").is_file():
@@ -232,7 +234,63 @@ def run_section(page: Page, path: Path) -> None:
     page.bullets(f"{k}: {json.dumps(v)[:300]}" for k, v in outputs.items() if k != "files")
 
 
+# ----------------------------------------------------------------------------- experiment
+def _ci(mean: float, lo: float, hi: float) -> str:
+    if mean != mean:
+        return "n/a"
+    if lo != lo:
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def experiment_section(page: Page, path: Path) -> None:
+    res = json.loads((path / "experiment.json").read_text())
+    page.heading(f"Experiment: grounded vs ungrounded augmentation ({path.name})")
+    page.paragraph(
+        f"Source region A: {res['source']} ({res['n_real_train']} real training images); "
+        f"target region B: {res['target']}. Synthetic sets: "
+        + ", ".join(f"{k} {v}" for k, v in res["synthetic_sizes"].items())
+        + f". Budgets (fractions of A's real training set): {res['budgets']}; seeds: {res['seeds']}."
+    )
+    table = res["table"]
+    domains = list(dict.fromkeys(r["domain"] for r in table))
+    regimes = list(dict.fromkeys(r["regime"] for r in table))
+    cell = {(r["regime"], r["domain"]): r for r in table}
+    rows = []
+    for regime in regimes:
+        row = [regime]
+        for d in domains:
+            r = cell.get((regime, d))
+            row += [_ci(r["f1_mean"], r["f1_ci95_low"], r["f1_ci95_high"]) if r else "–",
+                    _ci(r["iou_mean"], r["iou_ci95_low"], r["iou_ci95_high"]) if r else "–"]  # fmt: skip
+        rows.append(row)
+    header = ["training regime"] + [f"{d} {m} %" for d in domains for m in ("F1", "IoU")]
+    page.table(rows, header, left=len(header))
+    page.paragraph(
+        "Macro F1 / IoU over the 7 classes; mean over seeds with a 95 % t-interval.", cls="muted"
+    )
+    diffs = res.get("differences", [])
+    if diffs:
+        page.heading("Grounded − ungrounded (paired by seed)", level=3)
+        page.table(
+            [[d["comparison"], d["domain"], d["metric"], _ci(d["mean"], d["ci95_low"], d["ci95_high"]),
+              d["n"], d["p_greater"]] for d in diffs],
+            ["comparison", "domain", "metric", "difference % [95 % bootstrap CI]", "seeds", "P(grounded better)"],
+            left=4, digits=2,
+        )  # fmt: skip
+        page.figure(
+            plots.difference_bars(diffs),
+            "Grounded minus ungrounded, macro F1, with 95 % bootstrap CIs over seeds.",
+        )
+    for name, brief in res.get("fidelity", {}).items():
+        if brief:
+            page.paragraph(f"{name}: " + json.dumps(brief)[:600], cls="muted")
+    for note in res.get("notes", []):
+        page.paragraph(note, cls="muted")
+
+
 SECTIONS: dict[str, Callable[[Page, Path], None]] = {
+    "experiment": experiment_section,
     "dataset": dataset_section,
     "captions": captions_section,
     "table": table_section,
