@@ -19,6 +19,8 @@ _EXTRA_OF = {
     "open_clip": "caption",
     "httpx": "caption",
     "matplotlib": "report",
+    "sklearn": "evaluate",
+    "umap": "evaluate",
 }
 
 

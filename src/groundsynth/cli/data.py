@@ -252,73 +252,75 @@ def demo_cmd(
     out: Path = typer.Option(
         Path("demo_out"), "--out", "-o", help="Where the demo writes everything."
     ),
-    size: int = typer.Option(4096, help="Sample-world size in pixels."),
-    patch_size: int = typer.Option(256, help="Patch size."),
-    seed: int = typer.Option(0, help="Seed of the sample world and the splits."),
-    workers: int = typer.Option(2, "--workers", "-j", help="Worker processes for the build."),
+    size: int = typer.Option(4096, help="Sample-world size of the 256-pixel dataset."),
+    patch_size: int = typer.Option(256, help="Patch size of that dataset."),
+    seed: int = typer.Option(0, help="Seed of the sample worlds and the splits."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Worker processes for the builds."),
+    experiment: bool = typer.Option(
+        True,
+        "--experiment/--no-experiment",
+        help="Run the grounded-vs-ungrounded experiment (generators, benchmark).",
+    ),
+    experiment_size: int = typer.Option(
+        1024, help="Sample-world size of the experiment's two regions."
+    ),
+    experiment_patch: int = typer.Option(64, help="Patch size of the experiment's datasets."),
+    preset: str = typer.Option(
+        "small", help="Experiment model sizes: tiny, small (default, CPU minutes) or full."
+    ),
+    seeds: int = typer.Option(2, help="Seeds of the experiment's segmentation runs."),
+    min_label_fidelity: float = typer.Option(
+        0.3, help="Grounding filter of the experiment (per-sample mIoU)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Run the pipeline on the built-in sample world: make the world, build the dataset,
-    validate it, and summarise it. Rerunning resumes.
+    """Run the whole pipeline on the built-in sample world and write one HTML report.
 
-    Example: `groundsynth demo --out demo_out --size 2048`
+    Sample world -> 256-pixel dataset (build, validate) -> template captions and their
+    evaluation -> the experiment on two small regions (real-trained segmenter, grounded SPADE
+    and ungrounded diffusion synthetic data, synthetic-data evaluation, segmentation
+    benchmark with seeds and CIs, in-domain and cross-region) -> report. Rerunning resumes.
+
+    Example: `groundsynth demo --out demo_out`
     """
-    from groundsynth.data.build import BuildConfig, build_dataset
-    from groundsynth.data.sample_world import SampleWorldConfig, make_sample_world
+    import time
 
-    world_dir = out / "world"
-    console.rule("[bold]1. sample world")
-    world = make_sample_world(world_dir, SampleWorldConfig(size=size, seed=seed))
-    console.print(f"land cover {world.landcover}\nimagery    {world.imagery}")
-    console.rule("[bold]2. build")
-    cfg = BuildConfig(
-        imagery=(str(world.imagery),),
-        landcover=(str(world.landcover),),
-        out=str(out / "dataset"),
-        size=patch_size,
-        seed=seed,
-        workers=workers,
-        block_size=2,  # small world: small blocks
-    )
+    from groundsynth.demo import DemoConfig, run_demo
+
+    t0 = time.time()
+    cfg = DemoConfig(
+        out=str(out), size=size, patch_size=patch_size, seed=seed, workers=workers,
+        experiment=experiment, experiment_size=experiment_size, experiment_patch=experiment_patch,
+        preset=preset, seeds=seeds, progress=progress, min_label_fidelity=min_label_fidelity,  # type: ignore[arg-type]
+    )  # fmt: skip
     with progress_bar(progress) as bar:
-        task = bar.add_task("build", total=None, info="")
-        result = build_dataset(
-            cfg,
-            progress=lambda d, t, w: bar.update(task, completed=d, total=t, info=f"{w} patches"),
-        )
-    _print_build(result)
-    console.rule("[bold]3. validate")
-    report = _validate(result.out, progress)
-    console.print(report.summary(limit=10), highlight=False, soft_wrap=True)
-    if not report.ok:
-        raise typer.Exit(1)
-    console.rule("[bold]4. captions")
-    from groundsynth.caption.run import caption_dataset
-    from groundsynth.caption.spec import CaptionRunConfig, StreamSpec
-    from groundsynth.evaluate.captions import evaluate_captions
+        task = bar.add_task("build", total=None, info="", visible=False)
 
-    caption_dataset(
-        CaptionRunConfig(
-            dataset=str(result.out), streams=(StreamSpec("text", "template"),), n=5, seed=seed
+        def build_progress(d: int, t: int, w: int) -> None:
+            bar.update(task, completed=d, total=t, info=f"{w} patches", visible=True)
+
+        summary = run_demo(
+            cfg, step=lambda title: console.rule(f"[bold]{title}"), build_progress=build_progress
         )
-    )
-    cap_eval = out / "captions_eval"
-    summary = evaluate_captions(result.out, cap_eval)
-    pooled = summary["diversity"]["pooled"]
-    cons = (summary.get("consistency") or {}).get("pooled") or {}
+    _print_build(summary["build"])
+    console.print(summary["validation"].summary(limit=10), highlight=False, soft_wrap=True)
+    caps = summary["captions"]
+    pooled = caps["diversity"]["pooled"]
+    cons = (caps.get("consistency") or {}).get("pooled") or {}
     console.print(
         f"{pooled['captions']} template captions: redundancy {100 * pooled['redundancy']:.2f} %, "
         f"consistent with the maps {100 * (cons.get('consistent_rate') or 0):.1f} %"
     )
-    console.rule("[bold]5. report")
-    from groundsynth.report import make_report
-
-    report = make_report([result.out, cap_eval], out / "report.html", title="groundsynth demo")
+    exp = summary.get("experiment")
+    if exp:
+        for d in exp["differences"]:
+            if d["metric"] == "f1":
+                console.print(
+                    f"{d['domain']}: {d['comparison']}: {100 * d['mean']:+.2f} F1 points "
+                    f"[{100 * d['ci95_low']:+.2f}, {100 * d['ci95_high']:+.2f}] over {d['n']} seeds"
+                )
     console.rule("[bold]done")
-    console.print(
-        f"dataset written to {result.out} ({sum(result.counts.values())} patches, {result.seconds:.1f} s)"
-    )
-    console.print(f"report: {report}")
+    console.print(f"report: {summary['report']}  ({time.time() - t0:.0f} s)")
 
 
 # ----------------------------------------------------------------------------- fetch

@@ -1,0 +1,423 @@
+"""What does a synthetic dataset add, and how faithful is it? ``evaluate synthetic``.
+
+:func:`evaluate_synthetic` compares a synthetic dataset with a real one (either layout) and
+writes, in a run directory (``config.yaml``, ``manifest.json``, ``evaluate_synthetic.log``):
+
+- **composition** -- per-class pixel share, per-image class-fraction distributions, Jensen-
+  Shannon divergence per class and overall, class co-occurrence (:mod:`.composition`), from
+  ``metadata.parquet``/class-percentage tables, or from the masks where there are none;
+- **label fidelity** (with a segmenter trained on real data) -- per synthetic sample, mIoU and
+  per-class IoU between the segmenter's prediction and the sample's map; pooled per-class IoU;
+  the same on a sample of real images as the reference (:mod:`.label_fidelity`);
+- **feature fidelity** on the segmenter's encoder features -- Fréchet distance, KID,
+  precision/recall/density/coverage, per generator when the set mixes ``origin`` values,
+  with a real-half vs real-half baseline (:mod:`.fidelity`); Inception FID only from local
+  weights;
+- **projections** -- t-SNE and UMAP plots of the feature reservoirs and silhouette scores
+  (:mod:`.projections`);
+- **captions** -- :func:`~groundsynth.evaluate.captions.evaluate_captions` on the synthetic
+  set's caption tables, and per-sample caption consistency;
+- ``per_sample.parquet`` (one row per evaluated synthetic sample, :data:`SCORE_COLUMNS`),
+  ``per_sample_real.parquet`` (the real reference sample), ``summary.json`` and PNG figures.
+
+Everything streams (see :mod:`.sample_scores`). Scores against maps measure agreement with
+WorldCover-derived labels (WorldCover is ~77 % accurate), not with the ground.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from groundsynth.data.reader import DatasetReader, open_dataset
+from groundsynth.errors import InputError
+from groundsynth.evaluate import synthetic_summary as summ
+from groundsynth.evaluate.sample_scores import (
+    SCORE_COLUMNS,
+    CaptionScores,
+    describe_model,
+    load_model,
+    score_writer,
+    select_ids,
+)
+from groundsynth.evaluate.set_pass import Progress, SetPass
+from groundsynth.evaluate.tables import copy_table_rows
+from groundsynth.io import write_json
+from groundsynth.runs import start_run
+
+__all__ = [
+    "PER_SAMPLE",
+    "PER_SAMPLE_REAL",
+    "SCORE_COLUMNS",
+    "SUMMARY",
+    "SyntheticEvalConfig",
+    "evaluate_split_captions",
+    "evaluate_synthetic",
+    "resolve_config",
+]
+
+logger = logging.getLogger(__name__)
+
+PER_SAMPLE = "per_sample.parquet"
+PER_SAMPLE_REAL = "per_sample_real.parquet"
+SUMMARY = "summary.json"
+SKIPPED_INCEPTION = "skipped: no local Inception weights"
+NOTES = (
+    "label fidelity and pixel agreement compare a segmenter's prediction with a map; the maps "
+    "are WorldCover labels or pseudo-labels (WorldCover is ~77 % accurate): this is agreement, "
+    "not truth",
+    "real_reference gives the same scores on real images: the ceiling synthetic samples can "
+    "reach with this segmenter",
+    "composition: every image weighs the same in the pixel shares; JSD in bits, 0 = identical, "
+    "1 = disjoint",
+    "silhouette in [-1, 1] on encoder features: near 0 or below = groups overlap (synthetic "
+    "looks real to the encoder), near 1 = separable",
+    "feature_fidelity.real_halves is the Fréchet distance / KID between two halves of the real "
+    "sample: the floor a synthetic set can reach at this sample size",
+)
+
+
+@dataclass(frozen=True)
+class SyntheticEvalConfig:
+    """Resolved options of :func:`evaluate_synthetic` (saved as the run's ``config.yaml``).
+
+    Attributes:
+        real, synthetic, out: dataset directories and the output directory.
+        model: segmenter checkpoint (``None``: composition and captions only).
+        real_splits: real splits (default: every split but ``synth``).
+        synthetic_splits: synthetic splits (default: ``synth`` if present, else every split).
+        max_samples: synthetic samples evaluated (a seeded subset; ``None``: all).
+        max_real: real samples run through the segmenter (reference and features; a seeded
+            subset; ``None``: all). Composition always uses every real sample.
+        reservoir: feature vectors kept per set / generator for KID, PRDC, projections.
+        projection_points: points per group in the projections and silhouette scores.
+        batch_size, workers, device: inference settings (``device="auto"``: CUDA, MPS, CPU).
+        seed: seed of the subsets, reservoirs, KID subsets and projections.
+        tsne, umap: which projections to draw (UMAP needs ``umap-learn``).
+        inception_weights: local torchvision ``inception_v3`` state dict for Inception FID.
+        captions: evaluate the synthetic set's captions when it has caption tables.
+        kid_subsets, kid_subset_size, prdc_k: KID and PRDC settings.
+    """
+
+    real: str
+    synthetic: str
+    out: str
+    model: str | None = None
+    real_splits: tuple[str, ...] | None = None
+    synthetic_splits: tuple[str, ...] | None = None
+    max_samples: int | None = None
+    max_real: int | None = 5000
+    reservoir: int = 5000
+    projection_points: int = 1000
+    batch_size: int = 32
+    workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    tsne: bool = True
+    umap: bool = True
+    inception_weights: str | None = None
+    captions: bool = True
+    kid_subsets: int = 50
+    kid_subset_size: int = 1000
+    prdc_k: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("max_samples", "max_real"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise InputError(f"{name} must be >= 1 or None, got {v}")
+        for name in ("reservoir", "projection_points", "batch_size", "kid_subsets"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kid_subset_size < 2:
+            raise InputError(f"kid_subset_size must be >= 2, got {self.kid_subset_size}")
+        if self.prdc_k < 1:
+            raise InputError(f"prdc_k must be >= 1, got {self.prdc_k}")
+        if self.workers < 0:
+            raise InputError(f"workers must be >= 0, got {self.workers}")
+        out = Path(self.out).resolve()
+        for name in ("real", "synthetic"):
+            if Path(getattr(self, name)).resolve() == out:
+                raise InputError(
+                    f"--out {self.out} is the {name} dataset directory; write the evaluation "
+                    "elsewhere (it would overwrite the dataset's config.yaml and manifest.json)"
+                )
+
+
+def _resolve_splits(
+    reader: DatasetReader, wanted: tuple[str, ...] | None, default: Callable[[list[str]], list[str]]
+) -> tuple[str, ...]:
+    available = reader.splits()
+    if wanted is None:
+        chosen = default(available)
+    else:
+        unknown = [s for s in wanted if s not in available]
+        if unknown:
+            raise InputError(
+                f"{reader.root}: no split(s) {unknown}; splits here: {', '.join(available)}"
+            )
+        chosen = list(wanted)
+    if not chosen:
+        raise InputError(f"{reader.root}: no samples (no split found)")
+    return tuple(chosen)
+
+
+def _real_default(splits: list[str]) -> list[str]:
+    return [s for s in splits if s != "synth"] or splits
+
+
+def _synthetic_default(splits: list[str]) -> list[str]:
+    return ["synth"] if "synth" in splits else splits
+
+
+def resolve_config(cfg: SyntheticEvalConfig) -> SyntheticEvalConfig:
+    """``cfg`` with its splits resolved against the datasets (what ``config.yaml`` records).
+
+    Raises:
+        InputError: a dataset directory is unusable or a named split does not exist.
+    """
+    real_reader, synth_reader = open_dataset(cfg.real), open_dataset(cfg.synthetic)
+    return replace(
+        cfg,
+        real_splits=_resolve_splits(real_reader, cfg.real_splits, _real_default),
+        synthetic_splits=_resolve_splits(synth_reader, cfg.synthetic_splits, _synthetic_default),
+    )
+
+
+def evaluate_synthetic(
+    real: str | os.PathLike[str],
+    synthetic: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: Any = None,
+    real_splits: tuple[str, ...] | None = None,
+    synthetic_splits: tuple[str, ...] | None = None,
+    max_samples: int | None = None,
+    max_real: int | None = 5000,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    umap: bool = True,
+    tsne: bool = True,
+    inception_weights: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluate ``synthetic`` against ``real``; write the outputs in ``out``; return the summary.
+
+    Args:
+        model: a segmenter checkpoint path (``load_segmenter``) or a model object (a
+            ``Segmenter`` or any module mapping 0..1 images to 7-class logits, with an smp
+            ``net.encoder`` or a ``features`` method). ``None``: no label or feature fidelity.
+        options: further :class:`SyntheticEvalConfig` fields (``reservoir``, ``captions``, ...).
+        progress: ``progress(stage, done, total)`` callback.
+
+    See :class:`SyntheticEvalConfig` for the other arguments and the module doc for outputs.
+    """
+    cfg = SyntheticEvalConfig(
+        real=os.fspath(real),
+        synthetic=os.fspath(synthetic),
+        out=os.fspath(out),
+        model=describe_model(model),
+        real_splits=None if real_splits is None else tuple(real_splits),
+        synthetic_splits=None if synthetic_splits is None else tuple(synthetic_splits),
+        max_samples=max_samples,
+        max_real=max_real,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        seed=seed,
+        umap=umap,
+        tsne=tsne,
+        inception_weights=None if inception_weights is None else os.fspath(inception_weights),
+        **options,
+    )
+    cfg = resolve_config(cfg)
+    real_reader, synth_reader = open_dataset(cfg.real), open_dataset(cfg.synthetic)
+    out_dir = Path(cfg.out)
+    run = start_run(out_dir, "evaluate_synthetic", cfg, seeds={"seed": cfg.seed})
+    try:
+        summary = _evaluate(cfg, real_reader, synth_reader, model, out_dir, progress)
+        write_json(out_dir / SUMMARY, summary)
+        outputs = sorted(p.name for p in out_dir.iterdir() if p.is_file() or p.name == "captions")
+        run.finish(
+            inputs=[cfg.real, cfg.synthetic, *([cfg.model] if cfg.model else [])],
+            outputs={"files": outputs},
+            digest=[out_dir / SUMMARY, out_dir / PER_SAMPLE],
+        )
+    finally:
+        run.close()
+    return summary
+
+
+def _evaluate(
+    cfg: SyntheticEvalConfig,
+    real_reader: DatasetReader,
+    synth_reader: DatasetReader,
+    model: Any,
+    out: Path,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    for stale in (PER_SAMPLE_REAL, "label_fidelity.png", "projections.parquet"):
+        (out / stale).unlink(missing_ok=True)  # outputs of an earlier run this one may not write
+    for stale_png in out.glob("projection_*.png"):
+        stale_png.unlink()
+    device = None
+    model_info: dict[str, Any] | None = None
+    if model is not None or cfg.inception_weights is not None:
+        from groundsynth.benchmark.model import resolve_device
+
+        device = resolve_device(cfg.device)
+    if model is not None:
+        model, model_info = load_model(model, device)
+    inception = None
+    if cfg.inception_weights is not None:
+        from groundsynth.evaluate.inception import InceptionFeatures
+
+        inception = InceptionFeatures(cfg.inception_weights, device=device)
+
+    if cfg.captions:
+        captions_summary, caption_scores = evaluate_split_captions(
+            synth_reader,
+            cfg.synthetic_splits,
+            out,  # type: ignore[arg-type]
+        )
+    else:
+        captions_summary, caption_scores = "skipped: disabled", None
+    pass_kw = {
+        "model": model,
+        "inception": inception,
+        "device": device,
+        "batch_size": cfg.batch_size,
+        "workers": cfg.workers,
+        "reservoir": cfg.reservoir,
+        "seed": cfg.seed,
+        "progress": progress,
+    }
+    t0 = time.perf_counter()
+    synth_ids = select_ids(synth_reader, cfg.synthetic_splits, cfg.max_samples, cfg.seed)  # type: ignore[arg-type]
+    with score_writer(out / PER_SAMPLE) as writer:
+        synth = SetPass(
+            synth_reader,
+            name="synthetic",
+            default_origin="synthetic",
+            writer=writer,
+            captions=caption_scores,
+            **pass_kw,
+        ).run(synth_ids, None)
+    t1 = time.perf_counter()
+    real_ids = {s: real_reader.ids(s) for s in cfg.real_splits}  # type: ignore[union-attr]
+    image_subset = None
+    if model is not None or inception is not None:
+        chosen = select_ids(real_reader, cfg.real_splits, cfg.max_real, cfg.seed)  # type: ignore[arg-type]
+        image_subset = {s: set(v) for s, v in chosen.items()}
+    with score_writer(out / PER_SAMPLE_REAL, enabled=image_subset is not None) as writer:
+        real = SetPass(
+            real_reader,
+            name="real",
+            default_origin="real",
+            halves=True,
+            writer=writer,
+            write_all=False,
+            **pass_kw,
+        ).run(real_ids, image_subset if image_subset is not None else {})
+    t2 = time.perf_counter()
+
+    generators = sorted(synth.origins)
+    summary: dict[str, Any] = {
+        "real": summ.set_info(real_reader, cfg.real_splits, real),
+        "synthetic": summ.set_info(synth_reader, cfg.synthetic_splits, synth),
+        "generators": generators,
+        "composition": summ.composition(real, synth, generators),
+    }
+    from groundsynth.evaluate import synthetic_plots as plots
+
+    files = {"per_sample": PER_SAMPLE}
+    groups = {"real": real.composition}
+    groups.update(summ.generator_groups(synth, "composition_by_origin", "composition", generators))
+    files["composition_plot"] = plots.composition_figure(groups, out / "composition.png").name
+    if model is not None:
+        summary["label_fidelity"] = summ.label_fidelity(real, synth, generators)
+        fid_groups = {"real": real.fidelity}
+        fid_groups.update(
+            summ.generator_groups(synth, "fidelity_by_origin", "fidelity", generators)
+        )
+        files["label_fidelity_plot"] = plots.fidelity_figure(
+            fid_groups, out / "label_fidelity.png"
+        ).name
+        summary["feature_fidelity"] = summ.feature_block(
+            cfg, real, synth, generators, "features", "features_by_origin"
+        )
+        summary["feature_fidelity"]["encoder"] = {
+            "checkpoint": model_info.get("checkpoint") if model_info else None,
+            "model": (model_info or {}).get("model"),
+            "dimension": int(real.features.mean.shape[0]) if real.features.n else None,  # type: ignore[union-attr]
+        }
+        summary["projections"] = summ.projections(cfg, real, synth, generators, out, files)
+        files["per_sample_real"] = PER_SAMPLE_REAL
+    else:
+        reason = "skipped: no segmenter (--model) given"
+        summary["label_fidelity"] = summary["feature_fidelity"] = reason
+        summary["projections"] = reason
+    if inception is not None:
+        summary["inception_fid"] = summ.feature_block(
+            cfg, real, synth, generators, "inception", "inception_by_origin"
+        )
+        summary["inception_fid"]["weights"] = cfg.inception_weights
+        files["per_sample_real"] = PER_SAMPLE_REAL
+    else:
+        summary["inception_fid"] = SKIPPED_INCEPTION
+    summary["captions"] = captions_summary
+    images = synth.images + real.images
+    summary["throughput"] = {
+        "synthetic_seconds": round(t1 - t0, 3),
+        "real_seconds": round(t2 - t1, 3),
+        "images_through_models": images,
+        "images_per_second": round(images / (t2 - t0), 3) if images else None,
+        "device": None if device is None else str(device),
+    }
+    summary["files"] = files
+    notes = list(NOTES)
+    if model is not None and "train" in (cfg.real_splits or ()):
+        notes.append(
+            "the real reference includes the 'train' split, which may be the segmenter's training "
+            "data: its label fidelity is then optimistic; use real_splits=('test',)"
+        )
+    summary["notes"] = notes
+    return summ.clean(summary)
+
+
+def evaluate_split_captions(
+    reader: DatasetReader, splits: tuple[str, ...], out: Path
+) -> tuple[Any, CaptionScores | None]:
+    """Run :func:`~groundsynth.evaluate.captions.evaluate_captions` on the caption table of each
+    of ``splits`` (outputs in ``out/captions/<split>/``); return (summaries per split, or a
+    "skipped: ..." string, and the per-image consistency aggregates).
+
+    A table holding several splits (as ARAS400k's) has its split's rows extracted first, in
+    chunks. Compositions come from ``metadata.parquet`` when the dataset has one, else from
+    the table's own percentage columns.
+    """
+    found = {s: reader.captions_path(s) for s in splits}
+    found = {s: f for s, f in found.items() if f is not None}
+    if not found:
+        return "skipped: the synthetic dataset has no caption tables (captions/<split>.csv)", None
+    from groundsynth.evaluate.captions import SCORES_PARQUET, evaluate_captions
+
+    comps = reader.root if reader.layout == "groundsynth" else None
+    summaries: dict[str, Any] = {}
+    score_files = []
+    for split, (path, filter_split) in found.items():
+        dest = out / "captions" / split
+        if filter_split:  # a table of several splits: evaluate this split's rows only
+            path = dest / f"{split}.csv"
+            copy_table_rows(found[split][0], path, split=split)
+        summaries[split] = evaluate_captions(path, dest, compositions=comps)
+        score_files.append(dest / SCORES_PARQUET)
+    return summaries, CaptionScores.read(score_files)
