@@ -42,7 +42,7 @@ class DemoConfig:
     experiment_patch: int = 64
     preset: Literal["tiny", "small", "full"] = "small"
     seeds: int = 2
-    min_label_fidelity: float = 0.3
+    min_label_fidelity: float | None = None  # default: relative to the segmenter (experiment)
     progress: bool = True
 
 

@@ -269,8 +269,9 @@ def demo_cmd(
         "small", help="Experiment model sizes: tiny, small (default, CPU minutes) or full."
     ),
     seeds: int = typer.Option(2, help="Seeds of the experiment's segmentation runs."),
-    min_label_fidelity: float = typer.Option(
-        0.3, help="Grounding filter of the experiment (per-sample mIoU)."
+    min_label_fidelity: float | None = typer.Option(
+        None,
+        help="Grounding filter of the experiment: minimum per-sample mIoU (default: half the segmenter's own mIoU on real images).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:

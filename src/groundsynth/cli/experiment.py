@@ -88,9 +88,9 @@ def transfer_cmd(
         "small",
         help="Model sizes and steps: tiny (tests), small (CPU minutes), full (GPU, paper scale).",
     ),
-    min_label_fidelity: float = typer.Option(
-        0.3,
-        help="Grounding filter: minimum per-sample mIoU between a grounded sample's map and the real-trained segmenter's reading.",
+    min_label_fidelity: float | None = typer.Option(
+        None,
+        help="Grounding filter: minimum per-sample mIoU between a grounded sample's map and the real-trained segmenter's reading (default: half the segmenter's own mIoU on real images, keeping at least the largest budget's worth).",
     ),
     oversample: float = typer.Option(
         1.5, help="Generate this many times the largest budget (the filter drops some)."

@@ -7,7 +7,9 @@ With region A's real dataset (``source``) and region B's (``target``):
    verifies grounded samples and pseudo-labels ungrounded ones;
 2. grounded synthetic data: a conditional (SPADE) generator trained on A paints A's training
    maps (augmented layouts); samples whose image the segmenter does not read back as their map
-   (per-sample mIoU below ``min_label_fidelity``) are dropped — the map is known *and* verified;
+   are dropped — per-sample mIoU below ``min_label_fidelity``, or by default below half the
+   segmenter's own mean mIoU on real images (kept at least the largest budget's worth, the
+   best ones) — so the map is known *and* verified;
 3. ungrounded synthetic data: an unconditional diffusion model trained on A's images; its
    samples get the segmenter's pseudo-labels, unchecked (what ARAS400k's synthetic split is);
 4. for each synthetic budget (a fraction of A's real training set) and seed, segmenters are
@@ -92,7 +94,8 @@ class TransferConfig:
     preset: Preset = "small"
     target_split: str = "test"
     layouts: Literal["train-masks", "augmented"] = "augmented"
-    min_label_fidelity: float = 0.3
+    min_label_fidelity: float | None = None
+    label_fidelity_ratio: float = 0.5
     oversample: float = 1.5
     encoder_weights: str | None = None
     generator_steps: int | None = None
@@ -114,9 +117,13 @@ class TransferConfig:
             )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"seeds must be distinct and at least one, got {self.seeds}")
-        if not 0 <= self.min_label_fidelity <= 1:
+        if self.min_label_fidelity is not None and not 0 <= self.min_label_fidelity <= 1:
             raise InputError(
                 f"min_label_fidelity must be within 0..1, got {self.min_label_fidelity}"
+            )
+        if not 0 <= self.label_fidelity_ratio <= 1:
+            raise InputError(
+                f"label_fidelity_ratio must be within 0..1, got {self.label_fidelity_ratio}"
             )
         if self.oversample < 1:
             raise InputError(f"oversample must be >= 1, got {self.oversample}")
@@ -246,19 +253,49 @@ class _Experiment:
         )  # fmt: skip
         return out
 
-    def grounded(self, segmenter: Path) -> Path:
+    def grounded(self, segmenter: Path) -> tuple[Path, float]:
+        """Generate, score label fidelity, keep the verified samples; return (dataset, threshold)."""
         from groundsynth.evaluate.filter import filter_synthetic
         from groundsynth.generate.layouts import LayoutConfig
 
         run = self.train("conditional")
         raw = self.generate(run, "grounded_raw", LayoutConfig(strategy=self.cfg.layouts))
+        scores = self.fidelity("grounded_raw", raw, segmenter)
+        threshold = self.threshold(scores)
         out = self.out / "synthetic" / "grounded"
         if not (out / "manifest.json").is_file():
             filter_synthetic(
-                raw, out, model=str(segmenter), min_label_fidelity=self.cfg.min_label_fidelity,
-                mode="link", device=self.cfg.device,
+                raw, out, scores=self.out / "evaluation" / "grounded_raw" / "per_sample.parquet",
+                min_label_fidelity=threshold, mode="link",
             )  # fmt: skip
-        return out
+        return out, threshold
+
+    def threshold(self, scores: dict[str, Any]) -> float:
+        """The label-fidelity threshold of the grounding filter.
+
+        ``min_label_fidelity`` when given; else ``label_fidelity_ratio`` times the segmenter's
+        mean per-sample mIoU on real images (its own ceiling), lowered if needed so that at
+        least the largest budget's worth of samples passes (the best ones by label fidelity).
+        """
+        if self.cfg.min_label_fidelity is not None:
+            return float(self.cfg.min_label_fidelity)
+        lf = scores.get("label_fidelity") or {}
+        ceiling = float(
+            ((lf.get("real_reference") or {}).get("sample_miou") or {}).get("mean", 0.0)
+        )
+        wanted = self.cfg.label_fidelity_ratio * ceiling
+        per_sample = pd.read_parquet(
+            self.out / "evaluation" / "grounded_raw" / "per_sample.parquet", columns=["miou"]
+        )
+        ranked = per_sample["miou"].fillna(0.0).sort_values(ascending=False).to_numpy()
+        need = math.ceil(max(self.cfg.budgets) * self.n_train)
+        floor = float(ranked[min(need, len(ranked)) - 1]) if len(ranked) else 0.0
+        threshold = min(wanted, floor)
+        log.info(
+            "grounding filter: label fidelity >= %.3f (%.2f x real ceiling %.3f = %.3f; %d-th best %.3f)",
+            threshold, self.cfg.label_fidelity_ratio, ceiling, wanted, need, floor,
+        )  # fmt: skip
+        return threshold
 
     def ungrounded(self, segmenter: Path) -> Path:
         from groundsynth.generate.pseudo_label import PseudoLabelConfig, pseudo_label
@@ -336,10 +373,10 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
         log.info("1/5 real-trained segmenter")
         segmenter = exp.segmenter()
         log.info("2/5 grounded synthetic data")
-        grounded = exp.grounded(segmenter)
+        grounded, threshold = exp.grounded(segmenter)
         if not any(open_dataset(grounded).len(sp) for sp in open_dataset(grounded).splits()):
             raise InputError(
-                f"the grounding filter kept no sample (label fidelity >= {config.min_label_fidelity:g}); "
+                f"the grounding filter kept no sample (label fidelity >= {threshold:.3g}); "
                 "train the generator longer or lower --min-label-fidelity"
             )
         _link(exp.pool / "grounded", _only_split(grounded))
@@ -374,6 +411,7 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
             "target": str(exp.target),
             "n_real_train": exp.n_train,
             "synthetic_sizes": sizes,
+            "grounding_threshold": threshold,
             "budgets": list(config.budgets),
             "seeds": list(config.seeds),
             "table": summary_df.to_dict(orient="records"),

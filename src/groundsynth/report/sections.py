@@ -43,6 +43,8 @@ def detect_kind(path: Path) -> str:
         return "experiment"
     if (path / "caption_metrics.json").is_file():
         return "captions"
+    if (path / "summary.json").is_file() and _manifest(path).get("stage") == "evaluate_synthetic":
+        return "synthetic"
     if (path / "results.csv").is_file():
         return "table"
     if (path / "metadata.parquet").is_file() or any(
@@ -234,6 +236,66 @@ def run_section(page: Page, path: Path) -> None:
     page.bullets(f"{k}: {json.dumps(v)[:300]}" for k, v in outputs.items() if k != "files")
 
 
+# ----------------------------------------------------------------------------- synthetic
+def synthetic_section(page: Page, path: Path) -> None:
+    res = json.loads((path / "summary.json").read_text())
+    syn = res.get("synthetic", {})
+    page.heading(f"Synthetic data: {Path(syn.get('root', path)).name} ({path.name})")
+    page.paragraph(
+        f"{syn.get('samples', '?')} synthetic samples ({', '.join(f'{k} {v}' for k, v in syn.get('origins', {}).items())}) "
+        f"against {res.get('real', {}).get('samples', '?')} real samples of {res.get('real', {}).get('root', '?')}."
+    )
+    rows = []
+    comp = res.get("composition") or {}
+    if "jsd_pixel_share" in comp:
+        rows.append(["composition: JSD of class pixel shares (0 = same)", comp["jsd_pixel_share"]])
+    lf = res.get("label_fidelity") or {}
+    if isinstance(lf, dict) and "synthetic" in lf:
+        rows.append(
+            [
+                "label fidelity: mean per-sample mIoU, synthetic",
+                lf["synthetic"]["sample_miou"]["mean"],
+            ]
+        )
+        ref = lf.get("real_reference")
+        if ref:
+            rows.append(
+                [
+                    "label fidelity: mean per-sample mIoU, real (the segmenter's ceiling)",
+                    ref["sample_miou"]["mean"],
+                ]
+            )
+    ff = res.get("feature_fidelity") or {}
+    if isinstance(ff, dict) and isinstance(ff.get("synthetic"), dict):
+        f = ff["synthetic"]
+        rows.append(
+            ["Fréchet distance on segmenter features", f.get("frechet_distance", float("nan"))]
+        )
+        if isinstance(ff.get("real_halves"), dict):
+            rows.append(
+                [
+                    "… between two halves of the real set (reference)",
+                    ff["real_halves"].get("frechet_distance", float("nan")),
+                ]
+            )
+        for k, v in (f.get("prdc") or {}).items():
+            if k != "k":
+                rows.append([f"{k} (k-NN, Naeem et al.)", v])
+    sil = (res.get("projections") or {}).get("silhouette") or {}
+    if "overall" in sil:
+        rows.append(["silhouette real vs synthetic (≈0: mixed, 1: separate)", sil["overall"]])
+    if rows:
+        page.table(rows, ["measure", "value"], digits=3)
+    for name, caption in (
+        ("composition.png", "Class composition, real vs synthetic."),
+        ("label_fidelity.png", "Per-sample label fidelity (segmenter mIoU against each map)."),
+        ("projection_tsne.png", "t-SNE of segmenter encoder features."),
+        ("projection_umap.png", "UMAP of segmenter encoder features."),
+    ):
+        if (path / name).is_file():
+            page.image((path / name).read_bytes(), caption)
+
+
 # ----------------------------------------------------------------------------- experiment
 def _ci(mean: float, lo: float, hi: float) -> str:
     if mean != mean:
@@ -291,6 +353,7 @@ def experiment_section(page: Page, path: Path) -> None:
 
 SECTIONS: dict[str, Callable[[Page, Path], None]] = {
     "experiment": experiment_section,
+    "synthetic": synthetic_section,
     "dataset": dataset_section,
     "captions": captions_section,
     "table": table_section,
