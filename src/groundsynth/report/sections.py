@@ -117,7 +117,7 @@ def dataset_section(page: Page, path: Path) -> None:
     _samples(page, reader, splits)
 
 
-def _samples(page: Page, reader: Any, splits: list[str], k: int = 4) -> None:
+def _samples(page: Page, reader: Any, splits: list[str], k: int = 4, label: str = "image") -> None:
     split = next((s for s in splits if reader.len(s)), None)
     if split is None:
         return
@@ -141,7 +141,7 @@ def _samples(page: Page, reader: Any, splits: list[str], k: int = 4) -> None:
         rows.append([image, mask])
         notes.append(f"{sid}: {texts.get(sid, '')}")
     page.figure(
-        plots.sample_grid(rows, ["image", "land-cover map"], notes),
+        plots.sample_grid(rows, [label, "land-cover map"], notes),
         f"Samples of the {split} split.",
     )
 
@@ -286,6 +286,15 @@ def synthetic_section(page: Page, path: Path) -> None:
         rows.append(["silhouette real vs synthetic (≈0: mixed, 1: separate)", sil["overall"]])
     if rows:
         page.table(rows, ["measure", "value"], digits=3)
+    root = Path(syn.get("root", ""))
+    if root.is_dir():
+        from groundsynth.data.reader import open_dataset
+
+        try:
+            reader = open_dataset(root)
+            _samples(page, reader, reader.splits(), label="synthetic image")
+        except Exception as exc:  # noqa: BLE001 - the grid is an illustration; never fail the report
+            log.warning("no sample grid for %s: %s", root, exc)
     for name, caption in (
         ("composition.png", "Class composition, real vs synthetic."),
         ("label_fidelity.png", "Per-sample label fidelity (segmenter mIoU against each map)."),
