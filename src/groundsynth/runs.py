@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from groundsynth.errors import OutputConflictError
 from groundsynth.io import write_json, write_text
 
-__all__ = ["Run", "library_versions", "file_digest", "start_run", "to_plain"]
+__all__ = ["Run", "check_run_dir", "file_digest", "library_versions", "start_run", "to_plain"]
 
 _VERSIONED = (
     "groundsynth",
@@ -176,3 +177,48 @@ def start_run(
         log_path=log_path,
         _handler=handler,
     )
+
+
+def check_run_dir(
+    out: str | os.PathLike[str],
+    identity: Mapping[str, Any],
+    *,
+    what: str,
+    ignore: Iterable[str] = (),
+) -> bool:
+    """Check that ``out`` may receive a run of ``identity`` (the options that change results).
+
+    Returns False for a missing or empty folder (a fresh run) and True when ``out`` holds a run
+    whose ``config.yaml`` has the same identity (resume). Raises :class:`OutputConflictError`
+    naming the folder when it is a file, holds another run (listing the options that differ;
+    keys in ``ignore`` are not compared), or is a non-empty folder without a run — nothing is
+    written in those cases. ``what`` names the kind of run in messages ("build", ...).
+    """
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise OutputConflictError(f"{out}: exists and is not a directory")
+    cfg = out / "config.yaml"
+    if not cfg.is_file():
+        if any(out.iterdir()):
+            raise OutputConflictError(
+                f"{out}: is not empty and holds no {what} (no config.yaml); choose a new or empty --out"
+            )
+        return False
+    try:
+        old = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise OutputConflictError(f"{cfg}: unreadable ({exc}); use a new --out") from exc
+    if not isinstance(old, dict):
+        raise OutputConflictError(f"{cfg}: not a run configuration; use a new --out")
+    skip = set(ignore)
+    old = {k: v for k, v in old.items() if k not in skip}
+    new = {k: v for k, v in to_plain(dict(identity)).items() if k not in skip}
+    if old != new:
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise OutputConflictError(
+            f"{out}: holds another {what} (options differ: {', '.join(keys)}); use a new --out, "
+            "or rerun with the same options to resume"
+        )
+    return True

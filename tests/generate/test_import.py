@@ -49,7 +49,7 @@ def test_import_samples_writes_a_synthetic_dataset(tmp_path):
     again = import_samples(ImportConfig(str(src), str(out), name="stylegan3", image_size=32))
     assert (again.imported, again.resumed) == (0, 4)
     assert (out / "metadata.parquet").read_bytes() == before
-    with pytest.raises(OutputConflictError, match="different options"):
+    with pytest.raises(OutputConflictError, match="options differ: name"):
         import_samples(ImportConfig(str(src), str(out), name="other", image_size=32))
 
 

@@ -23,7 +23,6 @@ from typing import Literal
 
 import numpy as np
 import rasterio
-import yaml
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
@@ -47,9 +46,9 @@ from groundsynth.data.rasters import (
     discover_landcover,
 )
 from groundsynth.data.splits import assign_blocks, assign_sources, leakage, validate_fractions
-from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.errors import InputError
 from groundsynth.io import atomic_open, atomic_path
-from groundsynth.runs import start_run, to_plain
+from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = ["BuildConfig", "BuildResult", "build_dataset"]
 
@@ -161,34 +160,6 @@ class BuildResult:
 
 
 # ----------------------------------------------------------------------------- planning
-def _check_output(out: Path, config: BuildConfig) -> bool:
-    """Raise if ``out`` holds other data; return True when resuming a build of this config."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise OutputConflictError(f"{out}: exists and is not a directory")
-    cfg = out / "config.yaml"
-    if cfg.exists():
-        try:
-            old = yaml.safe_load(cfg.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise OutputConflictError(f"{cfg}: unreadable ({exc}); use a new --out") from exc
-        new = config.identity()
-        old = {k: v for k, v in old.items() if k not in _NOT_IDENTITY}
-        if old != new:
-            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise OutputConflictError(
-                f"{out}: holds another build's data (options differ: {', '.join(keys)}); "
-                "use a new --out, or rerun with the same options to resume"
-            )
-        return True
-    if any(out.iterdir()):
-        raise OutputConflictError(
-            f"{out}: is not empty and holds no groundsynth build; choose a new or empty --out"
-        )
-    return False
-
-
 def _pair(sources: list[ImagerySource], tiles: list[LandcoverTile]):
     """Per source: indices of tiles that overlap it, and those tiles' bounds in its CRS."""
     idx, bounds = [], []
@@ -430,7 +401,7 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
         no_nir = [s.name for s in sources if not s.has_nir]
         if no_nir:
             raise InputError(f"--keep-nir: imagery without a NIR band: {', '.join(no_nir)}")
-    resuming = _check_output(out, config)
+    resuming = check_run_dir(out, config.identity(), what="groundsynth build", ignore=_NOT_IDENTITY)
     all_chunks = _chunks_of(sources, config.size, config.step, config.chunk_patches)
     if not all_chunks:
         raise InputError("imagery is smaller than one patch everywhere; lower --size")

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from groundsynth.data.contract import image_path
 from groundsynth.data.masks import encode_rgb_png, resolve_png_encoder
 from groundsynth.data.reader import DECODE_ERRORS, list_pngs
-from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.errors import InputError
 from groundsynth.generate.writer import base_row, write_tables
 from groundsynth.io import write_bytes
-from groundsynth.runs import start_run, to_plain
+from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = ["IMAGE_SUFFIXES", "ImportConfig", "ImportResult", "import_samples", "list_images"]
 
@@ -150,29 +149,8 @@ def _read_rgb(path: Path) -> Image.Image:
         return im.convert("RGB") if im.mode != "RGB" else im.copy()
 
 
-def _check_output(out: Path, config: ImportConfig) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise OutputConflictError(f"{out}: exists and is not a directory")
-    cfg = out / "config.yaml"
-    if not cfg.is_file():
-        if any(out.iterdir()):
-            raise OutputConflictError(
-                f"{out}: folder is not empty and holds no import; choose a new --out"
-            )
-        return
-    try:
-        previous = ImportConfig(**yaml.safe_load(cfg.read_text(encoding="utf-8")))
-    except (TypeError, InputError, yaml.YAMLError):
-        raise OutputConflictError(
-            f"{out}: holds another stage's output ({cfg}); choose a new --out"
-        ) from None
-    if to_plain(previous) != to_plain(config):
-        raise OutputConflictError(
-            f"{out}: holds an import with different options; rerun with the same options to "
-            "resume, or choose a new --out"
-        )
+def _check_output(out: Path, config) -> None:
+    check_run_dir(out, to_plain(config), what="import")
 
 
 def import_samples(config: ImportConfig, *, progress: Progress | None = None) -> ImportResult:

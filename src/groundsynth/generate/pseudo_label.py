@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from groundsynth._optional import lazy_import
@@ -50,7 +49,7 @@ from groundsynth.data.masks import encode_mask_png, encode_rgb_png
 from groundsynth.data.reader import DECODE_ERRORS, list_pngs, open_dataset, read_rgb
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.io import atomic_open, atomic_path, write_bytes, write_json
-from groundsynth.runs import file_digest, start_run, to_plain
+from groundsynth.runs import check_run_dir, file_digest, start_run, to_plain
 
 if TYPE_CHECKING:
     from groundsynth.benchmark.model import Segmenter
@@ -218,33 +217,6 @@ def _as_list(batch: list) -> list:
 
 
 # ----------------------------------------------------------------------------- outputs
-def _check_output(out: Path, identity: dict[str, Any]) -> bool:
-    """Raise if ``out`` holds other data; True when resuming this labelling."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise OutputConflictError(f"{out}: exists and is not a directory")
-    cfg = out / "config.yaml"
-    if cfg.is_file():
-        try:
-            old = yaml.safe_load(cfg.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise OutputConflictError(f"{cfg}: unreadable ({exc}); use a new --out") from exc
-        old = {k: v for k, v in old.items() if k not in _NOT_IDENTITY}
-        if old != identity:
-            keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-            raise OutputConflictError(
-                f"{out}: holds another pseudo-labelling (differ: {', '.join(keys)}); use a new "
-                "--out, or rerun with the same options to resume"
-            )
-        return True
-    if any(out.iterdir()):
-        raise OutputConflictError(
-            f"{out}: is not empty and holds no pseudo-labelling; choose a new or empty --out"
-        )
-    return False
-
-
 def _place_image(src: Path, dst: Path, image: np.ndarray, reusable: bool, mode: str) -> None:
     """Put the input image at ``dst``: hard link or copy of an RGB PNG, else re-encode."""
     if not reusable:
@@ -423,7 +395,7 @@ def pseudo_label(
     kind, items, meta = _list_inputs(root, cfg)
     plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_IDENTITY}
     identity = {**plain, "model_sha256": file_digest(model_path)}
-    resuming = _check_output(out, identity)
+    resuming = check_run_dir(out, identity, what="pseudo-labelling", ignore=_NOT_IDENTITY)
     run = start_run(
         out, "pseudo-label", {**to_plain(cfg), "model_sha256": identity["model_sha256"]}
     )

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
 from groundsynth.data.composition import class_fractions
 from groundsynth.data.contract import image_path, mask_path
@@ -42,7 +41,7 @@ from groundsynth.generate.writer import (
     write_tables,
 )
 from groundsynth.io import write_bytes
-from groundsynth.runs import start_run, to_plain
+from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = [
     "GenerateConfig",
@@ -192,31 +191,8 @@ class GenerateResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def _check_output(out: Path, config: GenerateConfig) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise OutputConflictError(f"{out}: exists and is not a directory")
-    cfg = out / "config.yaml"
-    if not cfg.is_file():
-        if any(out.iterdir()):
-            raise OutputConflictError(
-                f"{out}: folder is not empty and holds no generated dataset; choose a new --out"
-            )
-        return
-    try:
-        previous = GenerateConfig(**yaml.safe_load(cfg.read_text(encoding="utf-8")))
-    except (TypeError, InputError, yaml.YAMLError):
-        raise OutputConflictError(
-            f"{out}: holds another stage's output ({cfg}); choose a new --out"
-        ) from None
-    old, new = previous.identity(), config.identity()
-    if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise OutputConflictError(
-            f"{out}: holds samples generated with different options ({', '.join(diff)}); rerun "
-            "with the same options (and the same checkpoint file) to resume, or choose a new --out"
-        )
+def _check_output(out: Path, config) -> None:
+    check_run_dir(out, config.identity(), what="generated dataset", ignore=_NOT_IDENTITY)
 
 
 def _precision(precision: str, device: torch.device) -> str:
