@@ -84,6 +84,31 @@ class CaptionResult:
         return self.error is None
 
 
+class BatchCaptioner:
+    """Mixin of back ends that caption in batches: :meth:`caption` is one job of
+    :meth:`caption_batch` (which the back end defines), failures raised as errors."""
+
+    def caption_batch(
+        self, jobs: Sequence[CaptionJob], *, n: int = 1, seed: int = 0
+    ) -> list[CaptionResult]:
+        raise NotImplementedError
+
+    def caption(
+        self,
+        facts: GroundingFacts,
+        *,
+        image: Any = None,
+        n: int = 1,
+        seed: int = 0,
+        key: str = "",
+    ) -> list[str]:
+        """``n`` captions of one image; raises GroundsynthError when it fails."""
+        (result,) = self.caption_batch([CaptionJob(facts, image, key)], n=n, seed=seed)
+        if result.error is not None:
+            raise GroundsynthError(f"{key or facts.image_id}: {result.error}")
+        return list(result.captions)
+
+
 def item_seed(seed: int, key: str, index: int = 0) -> int:
     """A 31-bit seed for caption ``index`` of the image ``key`` (stable across processes)."""
     digest = hashlib.sha256(f"{seed}|{key}|{index}".encode()).digest()

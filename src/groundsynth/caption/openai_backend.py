@@ -43,10 +43,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from groundsynth._optional import lazy_import
-from groundsynth.caption.base import CaptionJob, CaptionResult, clean_caption, item_seed
+from groundsynth.caption.base import (
+    BatchCaptioner,
+    CaptionJob,
+    CaptionResult,
+    clean_caption,
+    item_seed,
+)
 from groundsynth.caption.facts import GroundingFacts
 from groundsynth.caption.prompts import STREAMS, load_template
-from groundsynth.errors import GroundsynthError, InputError
+from groundsynth.errors import InputError
 
 __all__ = ["OpenAICaptioner", "OpenAIConfig", "image_data_url"]
 
@@ -120,7 +126,7 @@ class _Failed(Exception):
     """One image could not be captioned (after retries where they made sense)."""
 
 
-class OpenAICaptioner:
+class OpenAICaptioner(BatchCaptioner):
     """Captions from an OpenAI-compatible chat-completions server (see the module doc)."""
 
     name = "openai"
@@ -303,21 +309,6 @@ class OpenAICaptioner:
         _, pool = self._session()
         futures = [pool.submit(self._one, job, n, seed) for job in jobs]
         return [f.result() for f in futures]
-
-    def caption(
-        self,
-        facts: GroundingFacts,
-        *,
-        image: Any = None,
-        n: int = 1,
-        seed: int = 0,
-        key: str = "",
-    ) -> list[str]:
-        """``n`` captions of one image; raises GroundsynthError when it fails."""
-        (result,) = self.caption_batch([CaptionJob(facts, image, key)], n=n, seed=seed)
-        if result.error is not None:
-            raise GroundsynthError(f"{key or facts.image_id}: {result.error}")
-        return list(result.captions)
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -37,10 +37,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from groundsynth._optional import lazy_import
-from groundsynth.caption.base import CaptionJob, CaptionResult, clean_caption, item_seed
+from groundsynth.caption.base import (
+    BatchCaptioner,
+    CaptionJob,
+    CaptionResult,
+    clean_caption,
+    item_seed,
+)
 from groundsynth.caption.facts import GroundingFacts
 from groundsynth.caption.prompts import STREAMS, load_template
-from groundsynth.errors import GroundsynthError, InputError
+from groundsynth.errors import InputError
 
 __all__ = ["TransformersCaptioner", "TransformersConfig", "resolve_device", "resolve_dtype"]
 
@@ -114,7 +120,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
-class TransformersCaptioner:
+class TransformersCaptioner(BatchCaptioner):
     """Captions from a local transformers model (see the module docstring)."""
 
     name = "transformers"
@@ -303,21 +309,6 @@ class TransformersCaptioner:
                 else:
                     results[i] = CaptionResult(error="the model returned an empty caption")
         return [r if r is not None else CaptionResult(error="not captioned") for r in results]
-
-    def caption(
-        self,
-        facts: GroundingFacts,
-        *,
-        image: Any = None,
-        n: int = 1,
-        seed: int = 0,
-        key: str = "",
-    ) -> list[str]:
-        """``n`` captions of one image; raises GroundsynthError when it fails."""
-        (result,) = self.caption_batch([CaptionJob(facts, image, key)], n=n, seed=seed)
-        if result.error is not None:
-            raise GroundsynthError(f"{key or facts.image_id}: {result.error}")
-        return list(result.captions)
 
     def close(self) -> None:
         """Drop the model (frees its memory once nothing else holds it)."""
