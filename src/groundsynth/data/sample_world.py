@@ -44,6 +44,22 @@ from rasterio.transform import Affine
 from rasterio.warp import reproject, transform_bounds
 
 from groundsynth.data.noise import lowres, noise, quantiles, upsample, window
+from groundsynth.data.sample_regions import (
+    BARE,
+    BUILT,
+    CROP,
+    GRASS,
+    MANGROVE,
+    MOSS,
+    REGIONS,
+    SNOW,
+    SOIL_MIX,
+    TEXTURE,
+    WATER,
+    WETLAND,
+    WORLDCOVER_COLOURS,
+    Region,
+)
 from groundsynth.io import atomic_path
 
 __all__ = [
@@ -65,76 +81,6 @@ PIXEL_DEGREES: float = 1.0 / 12000.0
 IMAGERY_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir")
 _IMAGERY_RES = 10.0  # metres
 _BLOCK = 256
-
-# WorldCover codes.
-TREE, SHRUB, GRASS, CROP, BUILT, BARE, SNOW, WATER, WETLAND, MANGROVE, MOSS = (
-    10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100,
-)  # fmt: skip
-
-#: Official WorldCover colours, written as the land-cover colour map.
-_WORLDCOVER_COLOURS: dict[int, tuple[int, int, int]] = {
-    TREE: (0, 100, 0), SHRUB: (255, 187, 34), GRASS: (255, 255, 76), CROP: (240, 150, 255),
-    BUILT: (250, 0, 0), BARE: (180, 180, 180), SNOW: (240, 240, 240), WATER: (0, 100, 200),
-    WETLAND: (0, 150, 160), MANGROVE: (0, 207, 117), MOSS: (250, 230, 160),
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Region:
-    """Class-balance and spectral parameters of a region."""
-
-    natural: dict[int, float]  # natural cover, driest first -> fraction of the map
-    cultivated: float  # fraction of the map given to parcels (lowest ground first)
-    parcels: dict[int, float]  # class mix of parcels
-    town_area: float  # pixels of map per town
-    lake_area: float  # pixels of map per lake
-    river_max_elev: float  # rivers run below this elevation quantile
-    spectra: dict[int, tuple[float, float, float, float]]  # mean reflectance R, G, B, NIR
-    soil: tuple[float, float, float, float]  # bare soil of fallow / harvested parcels
-
-
-# fmt: off
-_REGIONS: dict[str, _Region] = {
-    "temperate": _Region(
-        natural={BARE: 0.10, SHRUB: 0.17, GRASS: 0.30, TREE: 0.43},
-        cultivated=0.36,
-        parcels={CROP: 0.72, GRASS: 0.18, TREE: 0.05, SHRUB: 0.05},
-        town_area=900.0**2, lake_area=1300.0**2, river_max_elev=0.75,
-        spectra={
-            TREE: (0.030, 0.050, 0.028, 0.300), SHRUB: (0.060, 0.075, 0.045, 0.240),
-            GRASS: (0.055, 0.085, 0.045, 0.320), CROP: (0.070, 0.090, 0.050, 0.330),
-            BUILT: (0.155, 0.145, 0.130, 0.190), BARE: (0.240, 0.200, 0.160, 0.290),
-            SNOW: (0.820, 0.840, 0.860, 0.740), WATER: (0.030, 0.045, 0.055, 0.015),
-            WETLAND: (0.045, 0.065, 0.040, 0.220), MANGROVE: (0.025, 0.045, 0.025, 0.260),
-            MOSS: (0.090, 0.095, 0.070, 0.200),
-        },
-        soil=(0.160, 0.130, 0.100, 0.220),
-    ),
-    "arid": _Region(  # drier, brighter vegetation and soil
-        natural={BARE: 0.40, SHRUB: 0.33, GRASS: 0.21, TREE: 0.06},
-        cultivated=0.20,
-        parcels={CROP: 0.58, GRASS: 0.12, SHRUB: 0.15, BARE: 0.15},
-        town_area=1100.0**2, lake_area=2000.0**2, river_max_elev=0.6,
-        spectra={
-            TREE: (0.045, 0.060, 0.038, 0.250), SHRUB: (0.110, 0.110, 0.080, 0.220),
-            GRASS: (0.100, 0.110, 0.075, 0.240), CROP: (0.090, 0.100, 0.065, 0.280),
-            BUILT: (0.180, 0.165, 0.145, 0.220), BARE: (0.310, 0.260, 0.200, 0.340),
-            SNOW: (0.800, 0.820, 0.840, 0.720), WATER: (0.040, 0.060, 0.065, 0.020),
-            WETLAND: (0.070, 0.085, 0.055, 0.210), MANGROVE: (0.035, 0.055, 0.030, 0.240),
-            MOSS: (0.120, 0.115, 0.090, 0.210),
-        },
-        soil=(0.220, 0.180, 0.140, 0.270),
-    ),
-}
-# fmt: on
-
-#: Relative amplitude of the low-frequency brightness texture, per class.
-_TEXTURE = {
-    TREE: 0.15, SHRUB: 0.15, GRASS: 0.15, CROP: 0.08, BUILT: 0.12, BARE: 0.15,
-    SNOW: 0.04, WATER: 0.20, WETLAND: 0.15, MANGROVE: 0.10, MOSS: 0.12,
-}  # fmt: skip
-#: How far a parcel of the class may drift towards bare soil (fallow, harvested).
-_SOIL_MIX = {CROP: 0.85, GRASS: 0.25}
 
 
 @dataclass(frozen=True)
@@ -165,10 +111,8 @@ class SampleWorldConfig:
             raise ValueError(f"size must be <= 36000 (one WorldCover tile); got {self.size}")
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        if self.region not in _REGIONS:
-            raise ValueError(
-                f"unknown region {self.region!r}; valid regions: {', '.join(_REGIONS)}"
-            )
+        if self.region not in REGIONS:
+            raise ValueError(f"unknown region {self.region!r}; valid regions: {', '.join(REGIONS)}")
         extent = self.size * PIXEL_DEGREES
         if not -180.0 <= self.lon <= 180.0 - extent:
             raise ValueError(
@@ -258,7 +202,7 @@ def make_landcover(config: SampleWorldConfig) -> tuple[np.ndarray, np.ndarray]:
     """
     n = config.size
     shape = (n, n)
-    region = _REGIONS[config.region]
+    region = REGIONS[config.region]
     valid = _nodata_border(config)
 
     # Natural cover from a moisture-like score; drier on high ground.
@@ -314,7 +258,7 @@ def _nodata_border(config: SampleWorldConfig) -> np.ndarray:
     return valid
 
 
-def _parcels(rng: np.random.Generator, shape: tuple[int, int], region: _Region):
+def _parcels(rng: np.random.Generator, shape: tuple[int, int], region: Region):
     """A full-map grid of rectangular parcels (150-500 m sides): codes and variants 1..255."""
 
     def cuts(n: int) -> np.ndarray:  # index of the parcel row/column of every pixel
@@ -331,7 +275,7 @@ def _parcels(rng: np.random.Generator, shape: tuple[int, int], region: _Region):
     return table[rows[:, None], cols[None, :]], variant[rows[:, None], cols[None, :]]
 
 
-def _towns(rng: np.random.Generator, codes: np.ndarray, land: np.ndarray, region: _Region):
+def _towns(rng: np.random.Generator, codes: np.ndarray, land: np.ndarray, region: Region):
     """Clustered built-up blocks with streets, on farmland, joined by roads."""
     n = codes.shape[0]
     count = max(1, round(n * n / region.town_area))
@@ -394,7 +338,7 @@ def _rivers(rng, codes: np.ndarray, elev_low: np.ndarray, max_elev: float) -> No
     codes[np.abs(upsample(field_low, 4, shape)) < half] = WATER
 
 
-def _lakes(rng, codes: np.ndarray, elev: np.ndarray, valid: np.ndarray, region: _Region):
+def _lakes(rng, codes: np.ndarray, elev: np.ndarray, valid: np.ndarray, region: Region):
     """Lakes (noisy blobs) on lower ground, wetland on their shores, rare mangroves."""
     n = codes.shape[0]
     count = max(1, round(n * n / region.lake_area))
@@ -463,7 +407,7 @@ def render_imagery(codes: np.ndarray, variant: np.ndarray, config: SampleWorldCo
     (4, height, width), reflectance x 10000 in band order :data:`IMAGERY_BANDS`, 0 where the
     map is nodata or absent.
     """
-    region = _REGIONS[config.region]
+    region = REGIONS[config.region]
     crs, transform, width, height = imagery_grid(config)
     src_transform = _north_up(config.lon, config.lat, PIXEL_DEGREES)
     # Reproject the codes together with a per-parcel "variant" band (1..255, never nodata).
@@ -482,9 +426,9 @@ def render_imagery(codes: np.ndarray, variant: np.ndarray, config: SampleWorldCo
         lut[code] = spectrum
     texture_lut = np.zeros(256, dtype=np.float32)
     soil_lut = np.zeros(256, dtype=np.float32)
-    for code, amp in _TEXTURE.items():
+    for code, amp in TEXTURE.items():
         texture_lut[code] = amp
-    for code, mix in _SOIL_MIX.items():
+    for code, mix in SOIL_MIX.items():
         soil_lut[code] = mix
     # Brightness: low-frequency texture times per-pixel variation common to all bands
     # (sub-pixel heterogeneity), then a little independent noise per band (sensor).
@@ -523,7 +467,7 @@ def _write_landcover(path: Path, codes: np.ndarray, config: SampleWorldConfig) -
         compress="deflate", transform=transform,
     )  # fmt: skip
     with atomic_path(path, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write_colormap(1, {c: (*rgb, 255) for c, rgb in _WORLDCOVER_COLOURS.items()})
+        dst.write_colormap(1, {c: (*rgb, 255) for c, rgb in WORLDCOVER_COLOURS.items()})
         dst.write(codes, 1)
         dst.set_band_description(1, "worldcover_code")
         dst.update_tags(**_tags(config))
