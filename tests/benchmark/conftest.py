@@ -37,3 +37,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bench_ckpt") / "tiny-unet.pt"
     save_segmenter(path, model, {"name": "tiny-unet"})
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_world_dataset(tmp_path_factory: pytest.TempPathFactory, sample_world_512) -> Path:
+    """A 64 px dataset built from the 512² sample world; treat it as read-only."""
+    from groundsynth.data.build import BuildConfig, build_dataset
+
+    out = tmp_path_factory.mktemp("bench_world") / "ds"
+    world = sample_world_512
+    build_dataset(
+        BuildConfig(
+            imagery=(str(world.imagery),), landcover=(str(world.landcover),), out=str(out),
+            size=64, block_size=1, max_label_nodata=0.2,
+        )
+    )  # fmt: skip
+    return out

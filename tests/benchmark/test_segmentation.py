@@ -48,9 +48,9 @@ def test_mean_std_ci_is_a_student_t_interval():
     assert one[0] == 0.5 and all(math.isnan(v) for v in one[1:])
 
 
-def test_tiny_benchmark_end_to_end_then_resume(tiny_dataset, tmp_path):
+def test_tiny_benchmark_end_to_end_then_resume(sample_world_dataset, tmp_path):
     out = tmp_path / "bench"
-    args = ["benchmark", "segmentation", "--real", str(tiny_dataset), "--archs", "unet,fpn",
+    args = ["benchmark", "segmentation", "--real", str(sample_world_dataset), "--archs", "unet,fpn",
             "--seeds", "2", "--out", str(out), *_QUICK]  # fmt: skip
     res = runner.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
@@ -100,7 +100,9 @@ def test_tiny_benchmark_end_to_end_then_resume(tiny_dataset, tmp_path):
         assert (run_dir / name).is_file(), name
     model, info = load_segmenter(run_dir / "segmenter.pt")
     assert info["name"] == "unet-real-seed0" and info["trained"]["seed"] == 0
-    assert info["data"]["train"][0]["samples"] == 38
+    from groundsynth.data.reader import open_dataset
+
+    assert info["data"]["train"][0]["samples"] == open_dataset(sample_world_dataset).len("train")
 
     # rerun: every run is finished and skipped
     stamp = (run_dir / "metrics.json").stat().st_mtime_ns
