@@ -24,7 +24,6 @@ mask is at hand (no layout, water shape or fragmentation: those fields are None)
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from groundsynth.classes import CLASS_NAMES, NUM_CLASSES, WATER, class_index
-from groundsynth.data.composition import integer_percentages
+from groundsynth.data.composition import check_class_values, integer_percentages
 from groundsynth.errors import InputError
 from groundsynth.evaluate.caption_consistency import PRESENCE_SHARE
 
@@ -256,18 +255,8 @@ def facts_from_percentages(
             image_id = str(row.get("filename", row.get("id", "")))
     else:
         raw = list(row)
-    try:
-        vals = [float(v) for v in raw]
-    except (TypeError, ValueError):
-        vals = []
-    if len(vals) != NUM_CLASSES or any(not math.isfinite(v) or v < 0 for v in vals):
-        raise InputError(
-            f"{image_id or 'row'}: expected {NUM_CLASSES} non-negative class values "
-            f"({', '.join(CLASS_NAMES)}), got {raw!r}"
-        )
+    vals = check_class_values(raw, image_id or "row")
     total = sum(vals)
-    if total <= 0:
-        raise InputError(f"{image_id or 'row'}: class values sum to {total}")
     fractions = np.array(vals) / total
     if abs(total - 100.0) < 1e-6 and all(v == int(v) for v in vals):
         pct = tuple(int(v) for v in vals)

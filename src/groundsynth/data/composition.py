@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import numpy as np
 
-from groundsynth.classes import NUM_CLASSES
+from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
+from groundsynth.errors import InputError
 
-__all__ = ["class_counts", "class_fractions", "integer_percentages"]
+__all__ = ["check_class_values", "class_counts", "class_fractions", "integer_percentages"]
 
 
 def class_counts(mask: np.ndarray) -> np.ndarray:
@@ -45,3 +49,22 @@ def integer_percentages(fractions: np.ndarray) -> np.ndarray:
     np.put_along_axis(ranks, order, np.arange(f.shape[1])[None, :].repeat(len(f), 0), axis=1)
     out = (floor + (ranks < missing[:, None])).astype(np.int64)
     return out[0] if single else out
+
+
+def check_class_values(values: Iterable[object], what: str = "composition") -> list[float]:
+    """Seven finite, non-negative class values (fractions or percentages) with a positive sum,
+    as plain floats (not normalised); :class:`InputError` naming ``what`` otherwise."""
+    raw = list(values)
+    try:
+        vals = [float(v) for v in raw]  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) != NUM_CLASSES or any(not math.isfinite(v) or v < 0 for v in vals):
+        raise InputError(
+            f"{what}: expected {NUM_CLASSES} non-negative class values "
+            f"({', '.join(CLASS_NAMES)}), got {raw!r}"
+        )
+    total = sum(vals)
+    if total <= 0:
+        raise InputError(f"{what}: class values sum to {total}; a composition needs some pixels")
+    return vals

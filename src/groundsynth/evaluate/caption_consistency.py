@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
+from groundsynth.data.composition import check_class_values
 from groundsynth.errors import InputError
 from groundsynth.evaluate.caption_lexicon import ParsedCaption
 
@@ -95,18 +96,8 @@ class CaptionConsistency(NamedTuple):
 
 def _check_fractions(fractions: Sequence[float] | np.ndarray) -> list[float]:
     """Validate and normalise 7 class fractions (plain floats: faster than numpy for 7)."""
-    try:
-        f = [float(v) for v in fractions]
-    except (TypeError, ValueError):
-        f = []
-    if len(f) != NUM_CLASSES or any(not math.isfinite(v) or v < 0 for v in f):
-        raise InputError(
-            f"expected {NUM_CLASSES} non-negative class fractions "
-            f"({', '.join(CLASS_NAMES)}); got {np.asarray(fractions).tolist()!r}"
-        )
+    f = check_class_values(fractions, "class fractions")
     total = sum(f)
-    if total <= 0:
-        raise InputError(f"class fractions sum to {total}; a composition needs some pixels")
     return [v / total for v in f]
 
 
