@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -142,6 +144,7 @@ def child(args: argparse.Namespace) -> None:
     img, lc = world / "sentinel2.tif", world / "landcover.tif"
     out = Path(args.out)
     t = time.perf_counter()
+    cpu0 = _cpu_seconds()
     process = None
     if args.job == "baseline":
         n = baseline(img, lc, out)
@@ -163,6 +166,7 @@ def child(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "seconds": dt,
+                "cpu": _cpu_seconds() - cpu0,
                 "patches": n,
                 "process": process,
                 "rss_self": vm_hwm_mib(),
@@ -170,6 +174,15 @@ def child(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process, all its threads, and its finished children."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def vm_hwm_mib() -> float:
@@ -196,6 +209,7 @@ def measure(
     return {
         "process": statistics.median(proc) if proc else None,
         "seconds": sec,
+        "cpu": statistics.median(r["cpu"] for r in runs),
         "patches": runs[0]["patches"],
         "rate": runs[0]["patches"] / sec,
         "rss": max(max(r["rss_self"], r["rss_children"]) for r in runs),
@@ -321,6 +335,14 @@ def main() -> None:
         print(
             f"2 workers vs 1:       {one['process'] / two['process']:.2f}x faster in the processing phase "
             f"({one['process']:.2f} s -> {two['process']:.2f} s)"
+        )
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        busy = one["cpu"] / one["seconds"]
+        print(
+            f"  1 worker keeps {busy:.2f} cores busy ({one['cpu']:.2f} CPU s in {one['seconds']:.2f} s: "
+            f"its file writes run on a second thread); with {cores} cores, 2 workers can be at most "
+            f"{min(2, cores) / busy:.2f}x faster than 1 (2 workers: {two['cpu']:.2f} CPU s, "
+            f"{two['cpu'] / two['seconds']:.2f} cores busy)"
         )
         print(f"peak RSS per process: {max(one['rss'], two['rss']):.0f} MiB (target < 1024)")
         png_table(wd)

@@ -1,30 +1,57 @@
 """Atomic file writes: a file is either absent or complete, never half-written.
 
-Every writer goes through a temporary file in the destination directory followed by
-:func:`os.replace`, which is atomic on POSIX and Windows file systems.
+Every writer goes through a hidden temporary file in the destination directory
+(``.<name>.<random><suffix>``) followed by :func:`os.replace`, which is atomic on POSIX and
+Windows file systems. The temporary file is created with mode 0666 so that the process
+umask applies, exactly as for ``open(path, "w")``.
+
+:func:`write_bytes` is the hot path of the dataset builder (two files per patch). Where the
+file system supports it (Linux: ext4, XFS, btrfs, tmpfs), it writes into an unnamed file
+(``O_TMPFILE``) and links it into place once complete: still atomic, nothing is left behind by
+a crash, and no rename. Renames lock the folder; with several processes writing into one
+folder, that made file creation twice as slow per process (measured on ext4), while linked
+unnamed files scale like plain writes. Elsewhere, and when the file already exists, it falls
+back to a hidden temporary file and :func:`os.replace`. Parent folders are created only when
+missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_path", "atomic_open", "write_bytes", "write_text", "write_json"]
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
-#: Mode of the files we write: what ``open()`` would give (mkstemp alone gives 0600).
-_FILE_MODE = 0o666 & ~_umask()
+def _create_temp(path: str, suffix: str) -> tuple[int, str]:
+    """Create a new hidden temporary file next to ``path``: (open descriptor, its path)."""
+    head, name = os.path.split(path)
+    for _ in range(100):
+        tmp = os.path.join(head, f".{name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(tmp, _FLAGS, 0o666), tmp
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+        except FileNotFoundError:
+            if not head or os.path.isdir(head):
+                raise
+            os.makedirs(head, exist_ok=True)
+    raise FileExistsError(f"{path}: could not create a temporary file beside it")
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -34,20 +61,13 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     On error the temporary file is removed and ``path`` is left untouched.
     ``suffix`` keeps a file extension for writers that infer the format from it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
-    )
-    os.fchmod(fd, _FILE_MODE)
+    fd, tmp = _create_temp(os.fspath(path), suffix if suffix is not None else ".tmp")
     os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield Path(tmp)
+        os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        _discard(tmp)
         raise
 
 
@@ -60,16 +80,108 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         yield fh
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # os.write may write less than asked (signals, huge buffers)
+        view = view[os.write(fd, view) :]
+
+
+#: ``/proc`` opened once per process for linking unnamed files; False once unsupported.
+_PROC: int | bool | None = None if hasattr(os, "O_TMPFILE") else False
+_UNSUPPORTED = (
+    errno.EOPNOTSUPP,
+    errno.EISDIR,
+    errno.EINVAL,
+    errno.EXDEV,
+    errno.ENOENT,
+    errno.EPERM,
+)
+
+
+def _proc_fd() -> int | bool:
+    global _PROC
+    if _PROC is None:
+        try:
+            _PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            _PROC = False
+    return _PROC
+
+
+def _write_linked(path: str, data: bytes) -> bool:
+    """Write ``data`` into an unnamed file in ``path``'s folder and link it as ``path``.
+
+    Returns False (having written nothing) where unnamed files are not supported.
+    """
+    global _PROC
+    proc = _proc_fd()
+    if proc is False:
+        return False
+    head = os.path.dirname(path) or "."
+    flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC  # type: ignore[attr-defined]
+    try:
+        fd = os.open(head, flags, 0o666)
+    except FileNotFoundError:
+        if os.path.isdir(head):
+            return False
+        os.makedirs(head, exist_ok=True)
+        return _write_linked(path, data)
+    except OSError as exc:
+        if exc.errno in _UNSUPPORTED:
+            return False  # e.g. a file system without O_TMPFILE: per call, folders differ
+        raise
+    try:
+        _write_all(fd, data)
+        src = f"self/fd/{fd}"
+        try:
+            os.link(src, path, src_dir_fd=proc, follow_symlinks=True)
+        except FileExistsError:  # replacing a file: link under a hidden name, then rename
+            for _ in range(100):
+                tmp = os.path.join(head, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+                try:
+                    os.link(src, tmp, src_dir_fd=proc, follow_symlinks=True)
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise FileExistsError(f"{path}: could not create a temporary name beside it")
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                _discard(tmp)
+                raise
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED or (
+                exc.errno == errno.ENOENT and not os.path.isdir(head)
+            ):
+                raise
+            _PROC = False  # /proc missing or not linkable here: stop trying
+            return False
+    finally:
+        os.close(fd)  # an unnamed file that was never linked vanishes with it
+    return True
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Atomically write ``data`` to ``path``."""
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
+    path = os.fspath(path)
+    if _write_linked(path, data):
+        return
+    fd, tmp = _create_temp(path, ".tmp")
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write ``text`` (UTF-8) to ``path``."""
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

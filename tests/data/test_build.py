@@ -153,6 +153,32 @@ def test_two_workers_give_the_same_dataset(pair, tmp_path, built):
     assert _tree(tmp_path / "w2") == _tree(built[0].out)
 
 
+def test_this_process_works_beside_its_children(pair, tmp_path, monkeypatch):
+    """With N workers this process processes chunks too (its children start slower)."""
+    lc, img = pair
+    import groundsynth.data.build as build_mod
+
+    calls = []
+    real = build_mod.process_chunk
+
+    def counting(plan, chunk):
+        calls.append(chunk.key)
+        return real(plan, chunk)
+
+    monkeypatch.setattr(build_mod, "process_chunk", counting)  # not seen by spawned children
+    seen = []
+    one = build_dataset(_cfg(lc, img, tmp_path / "w1", chunk_patches=1))
+    calls.clear()
+    three = build_dataset(
+        _cfg(lc, img, tmp_path / "w3", chunk_patches=1, workers=3),
+        progress=lambda done, total, written: seen.append((done, total)),
+    )
+    assert 1 <= len(calls) <= three.chunks_total and len(set(calls)) == len(calls)
+    assert seen[-1] == (three.chunks_total, three.chunks_total)
+    assert _tree(tmp_path / "w3") == _tree(tmp_path / "w1")
+    assert three.counts == one.counts
+
+
 def test_output_conflicts_are_refused_without_damage(pair, tmp_path):
     lc, img = pair
     out = tmp_path / "ds"

@@ -113,7 +113,9 @@ def build_cmd(
     block_size: int = typer.Option(8, help="Side of a split block, in patches."),
     assign: list[str] = typer.Option([], help="With --split-by source: SOURCE=SPLIT, repeatable."),
     seed: int = typer.Option(0, help="Seed of the split assignment."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
+    workers: int = typer.Option(
+        1, "--workers", "-j", help="Worker processes (this one and N-1 children)."
+    ),
     png_encoder: str = typer.Option(
         "auto", help="RGB PNG encoder: fpng (fast), pil, or auto (fpng if installed)."
     ),

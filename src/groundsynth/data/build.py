@@ -2,9 +2,10 @@
 
 The dataset directory is also the build's run directory (``config.yaml``, ``manifest.json``,
 ``build.log``). Work is cut into chunks (see :mod:`groundsynth.data.chunks`) processed by
-``workers`` processes; each chunk's record is written last and atomically, so an interrupted
-build resumes by redoing only unrecorded chunks, and gives the same dataset as an
-uninterrupted one. The tables are assembled from the records at the end, streaming.
+``workers`` processes (this one and ``workers - 1`` children); each chunk's record is
+written last and atomically, so an interrupted build resumes by redoing only unrecorded
+chunks, and gives the same dataset as an uninterrupted one. The tables are assembled from
+the records at the end, streaming.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
@@ -299,36 +301,74 @@ def _work(chunk: Chunk) -> dict:
 def _run_chunks(
     plan: ChunkPlan, todo: list[Chunk], workers: int, on_done: Callable[[dict], None]
 ) -> None:
-    if workers == 1 or len(todo) <= 1:
-        try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB):
-                for c in todo:
-                    on_done(process_chunk(plan, c))
-        finally:
-            _chunks.close_datasets()
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,)
-    ) as pool:
-        pending: set[cf.Future] = set()
-        it = iter(todo)
-        try:
-            for c in it:
-                pending.add(pool.submit(_work, c))
-                if len(pending) >= workers * 4:
-                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for f in done:
-                        on_done(f.result())
-            for f in cf.as_completed(pending):
-                on_done(f.result())
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
+    """Process ``todo`` with ``workers`` processes: this one and ``workers - 1`` children.
+
+    This process works too, so it starts at once while the children start up (importing
+    the libraries takes ~0.3 s per child), and a build with N workers keeps N processes busy.
+    Each child has at most three chunks handed to it (one running, two waiting); at the end
+    this process takes back the waiting ones rather than sit idle. Results arrive in any
+    order: records are per chunk and the tables are assembled in chunk order afterwards.
+    """
+    queue = deque(todo)
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB):
+            if workers == 1 or len(todo) <= 1:
+                while queue:
+                    on_done(process_chunk(plan, queue.popleft()))
+                return
+            children = min(workers, len(todo)) - 1
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(
+                children, mp_context=ctx, initializer=_init_worker, initargs=(plan,)
+            ) as pool:
+                pending: dict[cf.Future, Chunk] = {}
+                try:
+                    while queue or pending:
+                        while queue and len(pending) < 3 * children:
+                            c = queue.popleft()
+                            pending[pool.submit(_work, c)] = c
+                        for f in [f for f in pending if f.done()]:
+                            del pending[f]
+                            on_done(f.result())
+                        if not queue:  # take back a chunk no child has started yet
+                            for f in list(pending):
+                                if f.cancel():
+                                    queue.append(pending.pop(f))
+                                    break
+                        if queue:
+                            on_done(process_chunk(plan, queue.popleft()))
+                        elif pending:
+                            cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                except BaseException:
+                    for f in pending:
+                        f.cancel()
+                    raise
+    finally:
+        _chunks.close_datasets()
 
 
 # ----------------------------------------------------------------------------- tables
+def _preload_table_libraries() -> threading.Thread:
+    """Import pyarrow on a background thread while the chunks are processed.
+
+    pyarrow imports pandas when it makes its first array (~0.25 s here); done in the
+    background, that no longer delays writing the tables at the end of the build.
+    """
+
+    def load() -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet  # noqa: F401
+
+            pa.array([0])
+        except Exception:  # noqa: BLE001 - _finalise imports again and reports any error
+            pass
+
+    thread = threading.Thread(target=load, name="groundsynth-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def _iter_rows(out: Path, all_chunks: list[Chunk]) -> Iterator[tuple[list[dict], dict]]:
     for c in all_chunks:
         rec = load_record(record_path(out, c))
@@ -435,8 +475,10 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
         if progress is not None:
             progress(n_done, len(all_chunks), 0)
         t_process = time.perf_counter()
+        preload = _preload_table_libraries()
         _run_chunks(plan, todo, config.workers, on_done)
         t_finalise = time.perf_counter()
+        preload.join()
         counts, skipped, class_share, leak = _finalise(out, all_chunks)
         phases = {
             "plan": round(t_process - t_start, 3),

@@ -34,7 +34,7 @@ from groundsynth.data.masks import encode_mask_png, encode_rgb_png
 from groundsynth.data.radiometry import Scaler, describe_scaling
 from groundsynth.data.rasters import ImagerySource, LandcoverTile
 from groundsynth.errors import InputError
-from groundsynth.io import atomic_path, write_bytes, write_json
+from groundsynth.io import atomic_path, write_bytes
 
 __all__ = ["Chunk", "ChunkPlan", "process_chunk", "record_path"]
 
@@ -351,7 +351,8 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
     record = {"chunk": asdict(chunk), "rows": rows, "skipped": dict(skipped)}
     for f in writes:  # every file of the chunk is in place before its record says so
         f.result()
-    write_json(record_path(plan.out, chunk), record)
+    # compact JSON: json's C encoder is used only without indentation
+    write_bytes(record_path(plan.out, chunk), json.dumps(record, separators=(",", ":")).encode())
     return {"chunk": chunk.key, "written": len(rows), "skipped": dict(skipped)}
 
 

@@ -1,0 +1,125 @@
+"""Atomic writes (groundsynth.io): both the unnamed-file path and the rename fallback."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from groundsynth import io
+
+
+@pytest.fixture(params=["linked", "rename"])
+def mode(request, monkeypatch):
+    """Run each test with unnamed files (where the OS has them) and with the fallback."""
+    if request.param == "rename":
+        monkeypatch.setattr(io, "_PROC", False)
+    elif io._proc_fd() is False:
+        pytest.skip("no O_TMPFILE / /proc on this system")
+    return request.param
+
+
+def _listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_write_bytes_creates_parents_and_content(tmp_path, mode):
+    dest = tmp_path / "a" / "b" / "x.png"
+    io.write_bytes(dest, b"hello")
+    assert dest.read_bytes() == b"hello"
+    assert _listing(dest.parent) == ["x.png"]
+
+
+def test_write_bytes_replaces_existing_file(tmp_path, mode):
+    dest = tmp_path / "x.bin"
+    io.write_bytes(dest, b"first")
+    io.write_bytes(dest, b"second, longer")
+    assert dest.read_bytes() == b"second, longer"
+    assert _listing(tmp_path) == ["x.bin"]
+
+
+def test_write_bytes_mode_follows_umask(tmp_path, mode):
+    old = os.umask(0o027)
+    try:
+        io.write_bytes(tmp_path / "x.bin", b"data")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_write_bytes_large_buffer(tmp_path, mode):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    io.write_bytes(tmp_path / "big.bin", memoryview(data))
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_target_absent_until_complete_and_nothing_left_on_error(tmp_path, mode, monkeypatch):
+    dest = tmp_path / "x.bin"
+    seen = {}
+    real = io._write_all
+
+    def failing(fd, data):
+        real(fd, data[:3])
+        seen["during"] = _listing(tmp_path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_all", failing)
+    with pytest.raises(OSError, match="No space"):
+        io.write_bytes(dest, b"abcdef")
+    assert "x.bin" not in seen["during"]  # never visible half-written
+    assert _listing(tmp_path) == []  # and no temporary left behind
+
+
+def test_failed_replacement_keeps_the_old_file(tmp_path, mode, monkeypatch):
+    dest = tmp_path / "x.bin"
+    io.write_bytes(dest, b"old")
+
+    def failing(fd, data):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(io, "_write_all", failing)
+    with pytest.raises(OSError, match="I/O error"):
+        io.write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"old"
+    assert _listing(tmp_path) == ["x.bin"]
+
+
+def test_unsupported_file_system_falls_back_to_rename(tmp_path, monkeypatch):
+    if not hasattr(os, "O_TMPFILE"):
+        pytest.skip("no O_TMPFILE on this system")
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    io.write_bytes(tmp_path / "x.bin", b"data")
+    assert (tmp_path / "x.bin").read_bytes() == b"data"
+    assert _listing(tmp_path) == ["x.bin"]
+
+
+def test_write_json_and_text(tmp_path, mode):
+    io.write_json(tmp_path / "d" / "x.json", {"a": [1, 2]})
+    assert (tmp_path / "d" / "x.json").read_text().startswith("{\n")
+    io.write_text(tmp_path / "t.txt", "é\n")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "é\n"
+
+
+def test_atomic_path_keeps_suffix_and_cleans_up_on_error(tmp_path):
+    dest = tmp_path / "sub" / "table.parquet"
+    with pytest.raises(RuntimeError), io.atomic_path(dest, suffix=".parquet") as tmp:
+        assert tmp.name.startswith(".table.parquet.") and tmp.suffix == ".parquet"
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("writer failed")
+    assert not dest.exists() and _listing(dest.parent) == []
+    with io.atomic_path(dest, suffix=".parquet") as tmp:
+        tmp.write_bytes(b"complete")
+    assert dest.read_bytes() == b"complete" and _listing(dest.parent) == ["table.parquet"]
+
+
+def test_atomic_open_rejects_read_mode(tmp_path):
+    with pytest.raises(ValueError, match="for writing"), io.atomic_open(tmp_path / "x", "r"):
+        pass
