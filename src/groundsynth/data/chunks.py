@@ -215,12 +215,13 @@ def _read_landcover(plan: ChunkPlan, si: int, win: Window) -> tuple[np.ndarray, 
         if arr.dtype != np.uint8:
             arr = np.where((arr >= 0) & (arr <= 255), arr, 0).astype(np.uint8)
         tmp = np.zeros((h, w), dtype=np.uint8)
+        # No src_nodata: with nearest resampling a nodata (0) source pixel gives 0 either way,
+        # and GDAL's nodata masking costs a third of the warp's time (measured).
         reproject(
             arr,
             tmp,
             src_transform=ds.window_transform(swin),
             src_crs=ds.crs,
-            src_nodata=0,
             dst_transform=dst_transform,
             dst_crs=src.crs,
             dst_nodata=0,
