@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_captions.py --quick
+
+# Wheels (CPython 3.12, manylinux x86-64) of what the GPU machine lacks, for
+# benchmarks/gpu_check.sh; the versions are those this project is tested with.
+GPU_WHEELS := rasterio==1.4.4 affine==3.0.1 cligj==0.7.2 click-plugins==1.1.1.2 fpng==0.1.0 \
+	diffusers==0.42.1 importlib_metadata==10.2.0 segmentation_models_pytorch==0.6.0
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -339,8 +339,10 @@ def main() -> None:
             for k, v in med.items():
                 unit = "x" if "ratio" in k else ("" if "GiB" in k else " img/s")
                 print(f"  {k:24s} {v:10.2f}{unit}")
-    if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "tiny": tiny, **results}, indent=2))
+            if args.json:  # after each kind, so a run cut short keeps what it measured
+                args.json.write_text(
+                    json.dumps({"device": str(device), "tiny": tiny, **results}, indent=2)
+                )
 
 
 if __name__ == "__main__":
