@@ -45,8 +45,10 @@ PATCH = 256
 WORKDIR: Path | None = None
 
 
-def _landcover(img, win: Window, lc) -> np.ndarray:
-    """WorldCover codes on the imagery window's grid, from a padded window of the tile."""
+def _landcover(img, win: Window, lc, nodata_mask: bool = True) -> np.ndarray:
+    """WorldCover codes on the imagery window's grid, from a padded window of the tile
+    (``nodata_mask=False``: without GDAL's source-nodata masking, as groundsynth; with nearest
+    resampling the result is the same)."""
     b = rasterio.windows.bounds(win, img.transform)
     tb = rasterio.warp.transform_bounds(img.crs, lc.crs, *b)
     fw = rasterio.windows.from_bounds(*tb, transform=lc.transform)
@@ -61,7 +63,7 @@ def _landcover(img, win: Window, lc) -> np.ndarray:
         src_crs=lc.crs,
         dst_transform=img.window_transform(win),
         dst_crs=img.crs,
-        src_nodata=0,
+        src_nodata=0 if nodata_mask else None,
         dst_nodata=0,
         resampling=Resampling.nearest,
     )
@@ -121,7 +123,7 @@ def floor(imagery: Path, landcover: Path, level: int, encoder: str, out: Path | 
                 kk = min(k, img.width // PATCH - c0)
                 win = Window(c0 * PATCH, r * PATCH, kk * PATCH, PATCH)
                 data = img.read([1, 2, 3], window=win)
-                labels = remap_worldcover(_landcover(img, win, lc))
+                labels = remap_worldcover(_landcover(img, win, lc, nodata_mask=False))
                 for j in range(kk):
                     sl = slice(j * PATCH, (j + 1) * PATCH)
                     lab = labels[:, sl]

@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -98,13 +99,18 @@ _UNSUPPORTED = (
 )
 
 
+_PROC_LOCK = threading.Lock()
+
+
 def _proc_fd() -> int | bool:
     global _PROC
     if _PROC is None:
-        try:
-            _PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            _PROC = False
+        with _PROC_LOCK:  # writer threads may get here together
+            if _PROC is None:
+                try:
+                    _PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    _PROC = False
     return _PROC
 
 
