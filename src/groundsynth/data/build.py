@@ -5,7 +5,7 @@ The dataset directory is also the build's run directory (``config.yaml``, ``mani
 ``workers`` processes (this one and ``workers - 1`` children); each chunk's record is
 written last and atomically, so an interrupted build resumes by redoing only unrecorded
 chunks, and gives the same dataset as an uninterrupted one. The tables are assembled from
-the records at the end, streaming.
+the records at the end, streaming (:mod:`groundsynth.data.build_tables`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
-import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -28,15 +26,12 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from groundsynth.classes import CLASS_NAMES
 from groundsynth.data import chunks as _chunks
-from groundsynth.data.chunks import Chunk, ChunkPlan, load_record, process_chunk, record_path
-from groundsynth.data.composition import integer_percentages
+from groundsynth.data.build_tables import preload_table_libraries, write_tables
+from groundsynth.data.chunks import Chunk, ChunkPlan, process_chunk, record_path
 from groundsynth.data.contract import (
-    PERCENT_COLUMNS,
     SPLITS,
     metadata_path,
-    metadata_schema,
     percentages_csv,
 )
 from groundsynth.data.masks import resolve_png_encoder
@@ -47,9 +42,8 @@ from groundsynth.data.rasters import (
     discover_imagery,
     discover_landcover,
 )
-from groundsynth.data.splits import assign_blocks, assign_sources, leakage, validate_fractions
+from groundsynth.data.splits import assign_blocks, assign_sources, validate_fractions
 from groundsynth.errors import InputError
-from groundsynth.io import atomic_open, atomic_path
 from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = ["BuildConfig", "BuildResult", "build_dataset"]
@@ -347,86 +341,6 @@ def _run_chunks(
         _chunks.close_datasets()
 
 
-# ----------------------------------------------------------------------------- tables
-def _preload_table_libraries() -> threading.Thread:
-    """Import pyarrow on a background thread while the chunks are processed.
-
-    pyarrow imports pandas when it makes its first array (~0.25 s here); done in the
-    background, that no longer delays writing the tables at the end of the build.
-    """
-
-    def load() -> None:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet  # noqa: F401
-
-            pa.array([0])
-        except Exception:  # noqa: BLE001 - _finalise imports again and reports any error
-            pass
-
-    thread = threading.Thread(target=load, name="groundsynth-preload", daemon=True)
-    thread.start()
-    return thread
-
-
-def _iter_rows(out: Path, all_chunks: list[Chunk]) -> Iterator[tuple[list[dict], dict]]:
-    for c in all_chunks:
-        rec = load_record(record_path(out, c))
-        yield rec["rows"], rec.get("skipped", {})
-
-
-def _finalise(out: Path, all_chunks: list[Chunk]) -> tuple[dict, dict, dict, dict]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = metadata_schema()
-    counts: Counter[str] = Counter()
-    skipped: Counter[str] = Counter()
-    share = {s: np.zeros(len(CLASS_NAMES)) for s in SPLITS}
-    positions: list[tuple[str, int, int, str]] = []
-    buffer: list[dict] = []
-    with ExitStack() as stack:
-        ptmp = stack.enter_context(atomic_path(metadata_path(out), suffix=".parquet"))
-        writer = stack.enter_context(pq.ParquetWriter(ptmp, schema, compression="zstd"))
-        csvs = {}
-        for s in SPLITS:
-            fh = stack.enter_context(
-                atomic_open(percentages_csv(out, s), "w", encoding="utf-8", newline="")
-            )
-            fh.write(",".join(PERCENT_COLUMNS) + "\n")
-            csvs[s] = fh
-
-        def flush() -> None:
-            if buffer:
-                writer.write_table(pa.Table.from_pylist(buffer, schema=schema))
-                buffer.clear()
-
-        for rows, sk in _iter_rows(out, all_chunks):
-            skipped.update(sk)
-            if not rows:
-                continue
-            fr = np.array([[r[f"frac_{n}"] for n in CLASS_NAMES] for r in rows])
-            pct = integer_percentages(fr)
-            for r, p, f in zip(rows, pct, fr):
-                s = r["split"]
-                counts[s] += 1
-                share[s] += f
-                positions.append((r["source"], r["row"], r["col"], s))
-                csvs[s].write(f"{r['id']}.png,{s}," + ",".join(map(str, p.tolist())) + "\n")
-            buffer.extend(rows)
-            if len(buffer) >= 8192:
-                flush()
-        flush()
-        writer.close()
-    class_share = {
-        s: {n: round(float(v / counts[s]), 6) for n, v in zip(CLASS_NAMES, share[s])}
-        for s in SPLITS
-        if counts[s]
-    }
-    ordered = {s: counts[s] for s in SPLITS if counts[s]}
-    return ordered, dict(sorted(skipped.items())), class_share, leakage(positions)
-
-
 # ----------------------------------------------------------------------------- entry point
 def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = None) -> BuildResult:
     """Build (or resume building) a patch dataset as described by ``config``."""
@@ -475,11 +389,11 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
         if progress is not None:
             progress(n_done, len(all_chunks), 0)
         t_process = time.perf_counter()
-        preload = _preload_table_libraries()
+        preload = preload_table_libraries()
         _run_chunks(plan, todo, config.workers, on_done)
         t_finalise = time.perf_counter()
         preload.join()
-        counts, skipped, class_share, leak = _finalise(out, all_chunks)
+        counts, skipped, class_share, leak = write_tables(out, all_chunks)
         phases = {
             "plan": round(t_process - t_start, 3),
             "process": round(t_finalise - t_process, 3),
