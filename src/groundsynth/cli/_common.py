@@ -57,6 +57,10 @@ def setup_logging(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # Lightning announces the devices and a tip at INFO for every Trainer (the demo makes
+    # dozens): shown with --verbose only; its warnings always.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def progress_bar(enabled: bool) -> Progress:
