@@ -130,11 +130,11 @@ def test_resume_after_interruption_gives_the_same_dataset(pair, tmp_path, monkey
     calls = {"n": 0}
     real = chunks_mod.process_chunk
 
-    def flaky(plan, chunk):
+    def flaky(plan, chunk, **kw):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real(plan, chunk)
+        return real(plan, chunk, **kw)
 
     monkeypatch.setattr("groundsynth.data.build.process_chunk", flaky)
     with pytest.raises(KeyboardInterrupt):
@@ -145,6 +145,32 @@ def test_resume_after_interruption_gives_the_same_dataset(pair, tmp_path, monkey
     assert resumed.chunks_resumed == 3
     assert _tree(tmp_path / "full") == _tree(tmp_path / "resumed")
     assert resumed.counts == full.counts
+
+
+def test_failed_file_write_leaves_its_chunk_unrecorded_and_resume_repairs_it(
+    pair, tmp_path, monkeypatch, built
+):
+    """File writes run on a thread and records are queued behind them: a failed write
+    stops the build with its error, its chunk gets no record, and a rerun redoes it."""
+    lc, img = pair
+    real = chunks_mod.write_bytes
+    failed = []
+
+    def disk_full_once(path, data):
+        if not failed and "/masks/" in str(path):
+            failed.append(path)
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(chunks_mod, "write_bytes", disk_full_once)
+    out = tmp_path / "ds"
+    with pytest.raises(OSError, match="No space left"):
+        build_dataset(_cfg(lc, img, out))
+    assert failed and not (out / "metadata.parquet").exists()
+    monkeypatch.setattr(chunks_mod, "write_bytes", real)
+    resumed = build_dataset(_cfg(lc, img, out))
+    assert resumed.chunks_resumed < resumed.chunks_total  # the failed chunk was redone
+    assert _tree(out) == _tree(built[0].out)  # (had it been recorded, its mask would lack)
 
 
 def test_two_workers_give_the_same_dataset(pair, tmp_path, built):
@@ -161,9 +187,9 @@ def test_this_process_works_beside_its_children(pair, tmp_path, monkeypatch):
     calls = []
     real = build_mod.process_chunk
 
-    def counting(plan, chunk):
+    def counting(plan, chunk, **kw):
         calls.append(chunk.key)
-        return real(plan, chunk)
+        return real(plan, chunk, **kw)
 
     monkeypatch.setattr(build_mod, "process_chunk", counting)  # not seen by spawned children
     seen = []

@@ -308,7 +308,8 @@ def _run_chunks(
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MIB):
             if workers == 1 or len(todo) <= 1:
                 while queue:
-                    on_done(process_chunk(plan, queue.popleft()))
+                    on_done(process_chunk(plan, queue.popleft(), wait=False))
+                _chunks.flush_commits()
                 return
             children = min(workers, len(todo)) - 1
             ctx = multiprocessing.get_context("spawn")
@@ -330,9 +331,10 @@ def _run_chunks(
                                     queue.append(pending.pop(f))
                                     break
                         if queue:
-                            on_done(process_chunk(plan, queue.popleft()))
+                            on_done(process_chunk(plan, queue.popleft(), wait=False))
                         elif pending:
                             cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    _chunks.flush_commits()
                 except BaseException:
                     for f in pending:
                         f.cancel()

@@ -36,7 +36,7 @@ from groundsynth.data.rasters import ImagerySource, LandcoverTile
 from groundsynth.errors import InputError
 from groundsynth.io import atomic_path, write_bytes
 
-__all__ = ["Chunk", "ChunkPlan", "process_chunk", "record_path"]
+__all__ = ["Chunk", "ChunkPlan", "flush_commits", "process_chunk", "record_path"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,34 @@ _CACHE = _Datasets()
 #: on some disks) overlaps reading and encoding the next patches; a chunk's record is written
 #: only once all its files are in place, so resumption is unaffected.
 _WRITER: cf.ThreadPoolExecutor | None = None
+
+
+#: Record writes queued behind their chunk's files (``process_chunk(..., wait=False)``).
+_COMMITS: list[cf.Future] = []
+
+
+def _commit(files: list[cf.Future], path: Path, payload: bytes) -> None:
+    """Write a chunk's record once its files are in place (runs on the writer thread, after
+    the file writes queued before it: one thread, first in first out)."""
+    for f in files:
+        f.result()  # a failed file write fails the commit: no record, the chunk is redone
+    write_bytes(path, payload)
+
+
+def _check_commits(wait: bool) -> None:
+    """Raise the first error of the queued record writes (``wait``: wait for all of them)."""
+    if wait:
+        cf.wait(_COMMITS)
+    done = [f for f in _COMMITS if f.done()]
+    for f in done:
+        _COMMITS.remove(f)
+    for f in done:
+        f.result()
+
+
+def flush_commits() -> None:
+    """Wait until every queued chunk record is written; raise the first error."""
+    _check_commits(wait=True)
 
 
 def _writer() -> cf.ThreadPoolExecutor:
@@ -257,8 +285,13 @@ def _write_nir(path: Path, refl: np.ndarray, crs: str, transform: Affine, level:
             dst.set_band_description(i, name)
 
 
-def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
-    """Process one chunk; write its patches and its record. Returns the record."""
+def process_chunk(plan: ChunkPlan, chunk: Chunk, *, wait: bool = True) -> dict:
+    """Process one chunk; write its patches and its record. Returns a summary.
+
+    With ``wait=False`` the record is queued behind the chunk's files on the writer thread
+    and this returns at once, so reading and encoding the next chunk overlaps them; call
+    :func:`flush_commits` at the end (errors of earlier chunks surface at the next call).
+    """
     src = plan.sources[chunk.source]
     size, stride = plan.size, plan.stride
     width = (chunk.ncols - 1) * stride + size
@@ -350,10 +383,15 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk) -> dict:
         for r, lon, lat in zip(rows, lons, lats):
             r["lon"], r["lat"] = float(lon), float(lat)
     record = {"chunk": asdict(chunk), "rows": rows, "skipped": dict(skipped)}
-    for f in writes:  # every file of the chunk is in place before its record says so
-        f.result()
     # compact JSON: json's C encoder is used only without indentation
-    write_bytes(record_path(plan.out, chunk), json.dumps(record, separators=(",", ":")).encode())
+    payload = json.dumps(record, separators=(",", ":")).encode()
+    if wait:
+        for f in writes:  # every file of the chunk is in place before its record says so
+            f.result()
+        write_bytes(record_path(plan.out, chunk), payload)
+    else:
+        _COMMITS.append(_writer().submit(_commit, writes, record_path(plan.out, chunk), payload))
+        _check_commits(wait=False)
     return {"chunk": chunk.key, "written": len(rows), "skipped": dict(skipped)}
 
 
@@ -379,9 +417,12 @@ def load_record(path: Path) -> dict:
 
 
 def close_datasets() -> None:
+    """Close the open rasters; let queued writes finish (files and records of processed
+    chunks), forgetting their errors: call :func:`flush_commits` first to see them."""
     global _WRITER
     _CACHE.close()
     _SCALERS.clear()
     if _WRITER is not None:
         _WRITER.shutdown(wait=True)
         _WRITER = None
+    _COMMITS.clear()
