@@ -9,8 +9,10 @@ All on one sample world made in this run (default 6144² land-cover pixels):
   output PNGs, nothing else, one process;
 - groundsynth build with 1 and 2 worker processes.
 
-Each is timed ``--repeats`` times into fresh folders (median reported); peak RSS per process
-is measured in a child process. Also compares PNG encoders/levels (all lossless).
+Each is timed ``--repeats`` times into fresh folders, the jobs interleaved round by round
+(median reported); peak RSS per process is measured in a child process. Also prints the CPU
+time of each job, how many cores one worker keeps busy, and so the best 2-worker speed-up
+this machine allows; and compares PNG encoders/levels (all lossless).
 Usage: python benchmarks/bench_build.py [--size 6144] [--repeats 3]
 """
 
@@ -195,17 +197,21 @@ def vm_hwm_mib() -> float:
     return peak_rss_mib()
 
 
-def measure(
-    world: Path, job: str, repeats: int, workers: int = 1, level: int = 1, encoder: str = "auto"
+def run_once(
+    world: Path, job: str, workers: int = 1, level: int = 1, encoder: str = "auto"
 ) -> dict:
-    runs = []
-    for _ in range(repeats):
-        tmp = Path(tempfile.mkdtemp(prefix=f"bench-{job}-", dir=WORKDIR))
-        cmd = [sys.executable, __file__, "--child", job, "--world", str(world), "--out", str(tmp / "out"),
-               "--workers", str(workers), "--level", str(level), "--encoder", encoder]  # fmt: skip
+    """One measured run of ``job`` in a child process, into a fresh folder."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{job}-", dir=WORKDIR))
+    cmd = [sys.executable, __file__, "--child", job, "--world", str(world), "--out", str(tmp / "out"),
+           "--workers", str(workers), "--level", str(level), "--encoder", encoder]  # fmt: skip
+    try:
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    finally:
         shutil.rmtree(tmp)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict]) -> dict:
     sec = statistics.median(r["seconds"] for r in runs)
     proc = [r["process"] for r in runs if r.get("process")]
     return {
@@ -216,6 +222,16 @@ def measure(
         "rate": runs[0]["patches"] / sec,
         "rss": max(max(r["rss_self"], r["rss_children"]) for r in runs),
     }
+
+
+def measure_interleaved(world: Path, jobs: dict[str, tuple[str, int]], repeats: int) -> dict:
+    """Run every job once per round, ``repeats`` rounds: a slow spell of a shared machine
+    then slows all jobs alike instead of one job's runs, which keeps the ratios honest."""
+    runs: dict[str, list[dict]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, (job, workers) in jobs.items():
+            runs[name].append(run_once(world, job, workers))
+    return {name: summarise(r) for name, r in runs.items()}
 
 
 def png_table(world: Path) -> None:
@@ -307,13 +323,14 @@ def main() -> None:
                 f"imagery {ds.width}x{ds.height} px ({ds.crs}), patches of {PATCH}²; median of {args.repeats} runs"
             )
         wd = world.imagery.parent
-        res = {
-            "baseline (reference style)": measure(wd, "baseline", args.repeats),
-            "floor (read + encode only)": measure(wd, "floor", args.repeats),
-            "floor + plain file writes": measure(wd, "floor-write", args.repeats),
-            "groundsynth, 1 worker": measure(wd, "ours", args.repeats, 1),
-            "groundsynth, 2 workers": measure(wd, "ours", args.repeats, 2),
+        jobs = {
+            "baseline (reference style)": ("baseline", 1),
+            "floor (read + encode only)": ("floor", 1),
+            "floor + plain file writes": ("floor-write", 1),
+            "groundsynth, 1 worker": ("ours", 1),
+            "groundsynth, 2 workers": ("ours", 2),
         }
+        res = measure_interleaved(wd, jobs, args.repeats)
         print(f"\n{'job':<30}{'patches':>8}{'seconds':>9}{'patches/s':>11}{'peak RSS MiB':>14}")
         for name, r in res.items():
             print(
