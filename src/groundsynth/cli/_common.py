@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,6 +62,10 @@ def setup_logging(verbose: bool) -> None:
     # dozens): shown with --verbose only; its warnings always.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # raised inside Lightning about its own use of torch; nothing a user can do
+        warnings.filterwarnings(
+            "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+        )
 
 
 def progress_bar(enabled: bool) -> Progress:
