@@ -41,7 +41,7 @@ class DemoConfig:
     experiment_size: int = 1024  # sample worlds of the experiment's regions
     experiment_patch: int = 64
     preset: Literal["tiny", "small", "full"] = "small"
-    seeds: int = 2
+    seeds: int = 3
     min_label_fidelity: float | None = None  # default: relative to the segmenter (experiment)
     progress: bool = True
 

@@ -91,9 +91,17 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "dataset" / "metadata.parquet").exists()
     assert "no problems" in res.output and "template captions" in res.output
-    assert "cross-region (B)" in res.output
+    assert "cross-region (B)" in res.output and "sign-flip p" in res.output
     page = (out / "report.html").read_text()
-    for section in ("Dataset: dataset", "Captions:", "Experiment: grounded vs ungrounded"):
+    for section in (
+        "Dataset: dataset",
+        "Captions:",
+        "Experiment: grounded vs ungrounded",
+        "Grounded − ungrounded (paired by seed)",
+        "The synthetic sets",
+        "Synthetic data:",
+    ):
         assert section in page
+    assert "WorldCover" in page and "<script" not in page.lower()
     res = runner.invoke(app, args)  # rerun resumes every step
     assert res.exit_code == 0, res.output

@@ -58,9 +58,16 @@ def test_table_has_every_regime_domain_and_ci_column(experiment):
         assert col in table.columns
     assert (table["n_seeds"] == 2).all()
     diffs = pd.read_csv(out / "differences.csv")
-    assert {"mean", "ci95_low", "ci95_high", "p_greater"} <= set(diffs.columns)
+    assert {
+        "mean", "ci95_low", "ci95_high", "ci_method", "boot95_low", "boot95_high", "wins", "n",
+        "p_sign_flip",
+    } <= set(diffs.columns)  # fmt: skip
+    assert (diffs["ci_method"] == "t").all() and (diffs["n"] == 2).all()
+    assert ((diffs["p_sign_flip"] == 0.5) | (diffs["p_sign_flip"] == 1.0)).all()  # 2 seeds
     assert len(diffs) == 2 * 2 * 2  # 2 comparisons x 2 domains x 2 metrics
-    assert json.loads((out / "experiment.json").read_text())["synthetic_sizes"]["grounded"] > 0
+    doc = json.loads((out / "experiment.json").read_text())
+    assert doc["synthetic_sizes"]["grounded"] > 0
+    assert doc["grounding_filter"] == {"threshold": 0.0, "rule": "given"}
 
 
 def test_rerun_resumes_without_training_again(experiment, caplog):
@@ -76,6 +83,12 @@ def test_rerun_resumes_without_training_again(experiment, caplog):
 def test_report_of_the_experiment_is_self_contained(experiment, tmp_path):
     _, out = experiment
     page = make_report([out], tmp_path / "r.html").read_text()
-    assert "Experiment" in page and "cross-region (B)" in page
-    assert "grounded" in page
+    for heading in (
+        "Experiment: grounded vs ungrounded augmentation",
+        "Grounded − ungrounded (paired by seed)",
+        "The synthetic sets",
+    ):
+        assert heading in page
+    assert "cross-region (B)" in page and "sign-flip p" in page and "WorldCover" in page
     assert not re.search(r'(src|href)="(?!data:|#)', page)
+    assert "<script" not in page.lower()

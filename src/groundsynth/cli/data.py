@@ -270,7 +270,7 @@ def demo_cmd(
     preset: str = typer.Option(
         "small", help="Experiment model sizes: tiny, small (default, CPU minutes) or full."
     ),
-    seeds: int = typer.Option(2, help="Seeds of the experiment's segmentation runs."),
+    seeds: int = typer.Option(3, help="Seeds of the experiment's segmentation runs."),
     min_label_fidelity: float | None = typer.Option(
         None,
         help="Grounding filter of the experiment: minimum per-sample mIoU (default: half the segmenter's own mIoU on real images).",
@@ -289,6 +289,7 @@ def demo_cmd(
     import time
 
     from groundsynth.demo import DemoConfig, run_demo
+    from groundsynth.experiment.stats import format_difference
 
     t0 = time.time()
     cfg = DemoConfig(
@@ -319,8 +320,7 @@ def demo_cmd(
         for d in exp["differences"]:
             if d["metric"] == "f1":
                 console.print(
-                    f"{d['domain']}: {d['comparison']}: {100 * d['mean']:+.2f} F1 points "
-                    f"[{100 * d['ci95_low']:+.2f}, {100 * d['ci95_high']:+.2f}] over {d['n']} seeds"
+                    f"{d['domain']}: {d['comparison']}: {format_difference(d, 'F1 points')}"
                 )
     console.rule("[bold]done")
     console.print(f"report: {summary['report']}  ({time.time() - t0:.0f} s)")

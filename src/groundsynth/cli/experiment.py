@@ -114,12 +114,14 @@ def transfer_cmd(
     label fidelity) and a diffusion model on A's images (ungrounded, pseudo-labelled); then,
     per budget and seed, segmenters on real / real + ungrounded / real + grounded / synthetic
     only, scored on A's test split and on B. Writes results.csv (means with 95 % CIs),
-    differences.csv (grounded - ungrounded, paired bootstrap) and experiment.json.
+    differences.csv (grounded - ungrounded per seed: t-interval below 20 seeds, paired
+    bootstrap from 20, sign-flip test) and experiment.json.
 
     Example: `groundsynth experiment transfer --source data/A --target data/B --budgets 10%,100% --seeds 3 --out exp/`
     """
     from rich.table import Table
 
+    from groundsynth.experiment.stats import format_difference
     from groundsynth.experiment.transfer import TransferConfig, run_transfer
 
     cfg = TransferConfig(
@@ -139,8 +141,7 @@ def transfer_cmd(
     console.print(t)
     for d in result["differences"]:
         if d["metric"] == "f1":
-            console.print(f"{d['domain']}: {d['comparison']}: {100 * d['mean']:+.2f} points "
-                          f"[{100 * d['ci95_low']:+.2f}, {100 * d['ci95_high']:+.2f}]")  # fmt: skip
+            console.print(f"{d['domain']}: {d['comparison']}: {format_difference(d, 'F1 points')}")
     console.print(
         f"written: {out / 'results.csv'}, {out / 'differences.csv'}, {out / 'experiment.json'}"
     )
