@@ -140,7 +140,7 @@ def run_demo(
                 min_label_fidelity=config.min_label_fidelity,
             )
         )  # fmt: skip
-        runs += [exp_dir] + [p for p in sorted((exp_dir / "evaluation").glob("*")) if p.is_dir()]
+        runs += [a, b, exp_dir]  # the regions' datasets, then the experiment and its evaluations
 
     say("5. report")
     summary["report"] = make_report(runs, out / "report.html", title="groundsynth demo")

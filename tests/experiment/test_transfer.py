@@ -87,6 +87,8 @@ def test_report_of_the_experiment_is_self_contained(experiment, tmp_path):
         "Experiment: grounded vs ungrounded augmentation",
         "Grounded − ungrounded (paired by seed)",
         "The synthetic sets",
+        "Synthetic data: grounded_raw",  # the experiment's evaluations, without listing them
+        "Synthetic data: ungrounded",
     ):
         assert heading in page
     assert "cross-region (B)" in page and "sign-flip p" in page and "WorldCover" in page

@@ -376,7 +376,8 @@ def _table(
 
 def run_transfer(config: TransferConfig) -> dict[str, Any]:
     """Run (or resume) the whole transfer experiment; return its summary (also in
-    ``out/experiment.json``, with ``results.csv``, ``summary.csv`` and ``results.md``)."""
+    ``out/experiment.json``, with ``results.csv`` (means and CIs per regime and domain),
+    ``results_long.csv`` (every run) and ``differences.csv``)."""
     exp = _Experiment(config)
     out = exp.out
     run = start_run(out, "experiment-transfer", config, seeds={"seeds": list(config.seeds)})

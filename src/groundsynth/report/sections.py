@@ -439,6 +439,11 @@ def experiment_section(page: Page, path: Path) -> None:
         page.paragraph(text, cls="muted")
     for note in res.get("notes", []):
         page.paragraph(note, cls="muted")
+    # the experiment's own synthetic-data evaluations (plots of composition, label fidelity,
+    # projections), so that ``groundsynth report EXP`` shows them without listing each folder
+    for sub in sorted((path / "evaluation").glob("*")):
+        if sub.is_dir() and detect_kind(sub) == "synthetic":
+            synthetic_section(page, sub)
 
 
 SECTIONS: dict[str, Callable[[Page, Path], None]] = {
