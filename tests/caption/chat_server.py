@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -128,3 +129,10 @@ class ChatServer:
         finally:
             with self._lock:
                 self.active -= 1
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then closed: connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

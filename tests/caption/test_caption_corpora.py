@@ -15,6 +15,7 @@ from groundsynth.caption.corpora import (
 from groundsynth.classes import CLASS_NAMES
 from groundsynth.data.contract import CAPTION_STREAMS
 from groundsynth.errors import InputError
+from tests.caption.dataset import write_dataset_tables
 
 
 def write_aras_csv(path: Path, rows: int = 7, split: str = "train") -> Path:
@@ -164,3 +165,19 @@ def test_extra_caption_columns_fold_into_their_stream(tmp_path: Path) -> None:
         ("a.png#other_2", "other_2", "Alone."),
     ]
     assert len(list(read_captions(path, streams=["text_template"]))) == 3
+
+
+def test_dataset_without_captions_folder_is_an_error(tmp_path: Path) -> None:
+    root = write_dataset_tables(tmp_path / "ds")
+    message = r"ds: no captions tables \(captions/<split>\.csv\); run `groundsynth caption"
+    with pytest.raises(InputError, match=message):
+        detect_format(root)
+    with pytest.raises(InputError, match=message):
+        list(read_captions(root, format="table"))
+    (root / "captions").mkdir()  # an empty captions/ folder: the same error
+    with pytest.raises(InputError, match=message):
+        table_streams(root)
+    plain = tmp_path / "plain"  # a folder of tables that is no dataset still reads
+    plain.mkdir()
+    write_aras_csv(plain / "mine.csv", rows=2)
+    assert len(list(read_captions(plain))) == 10

@@ -13,7 +13,7 @@ from PIL import Image
 from groundsynth.caption import CaptionJob, caption_jobs, facts_from_mask, get_captioner
 from groundsynth.caption.openai_backend import OpenAICaptioner, OpenAIConfig
 from groundsynth.errors import GroundsynthError, InputError
-from tests.caption.chat_server import ChatServer, Reply, default_caption
+from tests.caption.chat_server import ChatServer, Reply, closed_port, default_caption
 
 KEY = "sk-test-SECRET-0123456789"
 
@@ -186,3 +186,34 @@ def test_light_imports_and_missing_dependency_names_the_extra(monkeypatch) -> No
     monkeypatch.setitem(sys.modules, "httpx", None)  # as if not installed
     with pytest.raises(MissingDependencyError, match=r"groundsynth\[caption\]"):
         get_captioner("openai", model="m", stream="text")
+
+
+def test_an_unreachable_server_stops_the_run_at_once() -> None:
+    import time
+
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    cap = get_captioner(
+        "openai", model="m", stream="text", base_url=url, retries=2, backoff=0.05, concurrency=2
+    )
+    jobs = [CaptionJob(_facts(i), None, f"k{i}") for i in range(40)]
+    start = time.monotonic()
+    with cap, pytest.raises(InputError, match=rf"{url}: cannot reach the server.*--base-url"):
+        caption_jobs(cap, jobs)  # before: 40 failed results, 3 attempts each
+    assert time.monotonic() - start < 5.0
+    with pytest.raises(InputError, match="cannot reach"):  # the captioner stays stopped
+        cap.caption(_facts(), key="again")
+
+
+def test_a_server_gone_after_answering_stops_after_requests_in_a_row() -> None:
+    from groundsynth.caption.openai_backend import UNREACHABLE_AFTER
+
+    srv = ChatServer(lifetime=60)
+    with srv, _cap(srv, "text", retries=1, concurrency=1) as cap:
+        assert cap.caption(_facts(), key="first")
+        srv.stop()  # the port closes: new connections are refused from now on
+        cap.close()  # drop the kept-alive connection (the next request opens a new one)
+        jobs = [CaptionJob(_facts(i), None, f"k{i}") for i in range(10)]
+        fewer = caption_jobs(cap, jobs[: UNREACHABLE_AFTER - 1])  # not yet: recorded failures
+        assert all(not r.ok and "connection failed" in r.error for r in fewer)
+        with pytest.raises(InputError, match=f"{UNREACHABLE_AFTER} requests in a row"):
+            caption_jobs(cap, jobs)

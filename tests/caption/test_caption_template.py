@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -93,6 +94,52 @@ def test_captions_are_one_or_two_sentences(corpus) -> None:
         assert text[0].isupper() and text.endswith(".")
         assert 1 <= text.count(". ") + 1 <= 2, text
         assert "  " not in text and " ," not in text
+
+
+def _agreement_errors() -> list[re.Pattern[str]]:
+    """Patterns of subject-verb disagreement in the phrases the grammar can produce."""
+    nouns = [
+        pair
+        for table in (P.CLASS_NOUNS, P.WATER_NOUNS, P.BUILTUP_NOUNS)
+        for options in table.values()
+        for pair in options
+    ]
+
+    def alt(kinds: tuple[str, ...]) -> str:
+        words = sorted({n for n, k in nouns if k in kinds}, key=len, reverse=True)
+        return "(?:" + "|".join(map(re.escape, words)) + r")\b"
+
+    amount = r"(?:some |extensive |(?:about |roughly |around |approximately )?\d+ ?(?:%|percent|per cent) )?"
+    plural_head = r"(?:(?:small|large|broad) (?:patches|areas|expanses) of |traces of |a few )"
+    singular_head = r"(?:an? (?!few\b)|a bit of |a small amount of |a scattering of )"
+    be = r"(?:there {v}(?: also)?|also visible {v}) "
+    singular_verbs = r"(?:covers|occupies|makes up|takes up|accounts for|dominates|fills|is)\b"
+    plural_verbs = r"(?:cover|occupy|make up|take up|account for|dominate|fill|are)\b"
+    return [
+        # "There is also large expanses of tree cover", "Also visible is some fields"
+        re.compile(be.format(v="is") + f"(?:{plural_head}|{amount}{alt(('plural',))})"),
+        # "There are also a scattering of houses", "Elsewhere there are some farmland"
+        re.compile(be.format(v="are") + f"(?:{singular_head}|{amount}{alt(('mass',))})"),
+        # a leading subject: "Fields covers ...", "Farmland are the main land cover ..."
+        re.compile(f"^{alt(('plural',))} {singular_verbs}"),
+        re.compile(f"^{alt(('mass', 'single'))} {plural_verbs}"),
+    ]
+
+
+def test_subject_verb_agreement(corpus) -> None:
+    """The verb agrees with the finished noun phrase, quantity words included."""
+    errors = _agreement_errors()
+    assert len(corpus) >= 5_000
+    bad = [t for _, t in corpus if any(e.search(t.lower()) for e in errors)]
+    assert not bad, f"{len(bad)} of {len(corpus)} disagree, e.g. {bad[:3]}"
+    texts = " ".join(t.lower() for _, t in corpus)  # the checks are not vacuous
+    assert re.search(r"there are also (?:small|large|broad) \w+ of \w+", texts)
+    assert re.search(r"there is also (?:some )?[a-z ]*land\b", texts)
+    assert any(
+        e.search(t)
+        for e in errors
+        for t in ("there is also large areas of forest.", "also visible are a little scrub.")
+    )
 
 
 def test_word_lists_agree_with_the_lexicon() -> None:

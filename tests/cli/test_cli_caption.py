@@ -7,8 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from groundsynth.cli import app
-from tests.caption.chat_server import ChatServer, Reply
-from tests.caption.dataset import make_dataset
+from tests.caption.chat_server import ChatServer, Reply, closed_port
+from tests.caption.dataset import make_dataset, write_dataset_tables
 
 runner = CliRunner()
 
@@ -47,3 +47,29 @@ def test_caption_exit_status_dry_run_and_errors(tmp_path) -> None:
         assert res.exit_code == 1 and "1 captions failed" in res.output
         res = runner.invoke(app, args)
         assert res.exit_code == 0, res.output
+
+
+def test_evaluate_captions_of_an_uncaptioned_dataset(tmp_path) -> None:
+    root = write_dataset_tables(make_dataset(tmp_path / "ds", {"train": 1}))
+    res = runner.invoke(app, ["evaluate", "captions", str(root), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and res.exception is not None
+    assert isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "no captions tables" in res.output and "groundsynth caption" in res.output
+
+
+def test_caption_with_an_unreachable_base_url_stops_at_once(tmp_path) -> None:
+    import time
+
+    root = make_dataset(tmp_path / "ds", {"train": 6, "val": 3})
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    args = ["caption", str(root), "--no-progress", "-s", "text=openai:m", "--base-url"]
+    start = time.monotonic()
+    res = runner.invoke(app, [*args, url, "--retries", "1"])
+    assert time.monotonic() - start < 10.0
+    assert res.exit_code == 2, res.output
+    assert f"{url}: cannot reach the server" in " ".join(res.output.split())
+    assert not (root / "captions" / "train.csv").exists()
+    with ChatServer(lifetime=60) as srv:  # nothing was recorded: the next run does them all
+        res = runner.invoke(app, [*args, srv.base_url])
+        assert res.exit_code == 0, res.output
+        assert len(srv.requests) == 9

@@ -107,6 +107,88 @@ def test_quantity_agreement() -> None:
     assert s.n_quantities_true == 1
 
 
+# Tree 80 %, Grass 20 %; nothing else.
+FOREST = (0.80, 0.0, 0.20, 0.0, 0.0, 0.0, 0.0)
+
+
+def quantities(text: str) -> list[tuple[int, str, float, float]]:
+    return [(q.cls, q.phrase, q.low, q.high) for q in LEX.parse(text).quantities]
+
+
+@pytest.mark.parametrize("cue", ["more than", "over", "above", "at least", "greater than"])
+def test_lower_bounds_are_open_intervals(cue: str) -> None:
+    text = f"Forest covers {cue} 70% of the image, with grassland."
+    assert quantities(text) == [(TREE, f"{cue} 70%", 0.70, 1.0)]
+    s = score(text, FOREST)  # before: judged as exactly 70 %, 10 points off
+    assert (s.n_quantities, s.n_quantities_true) == (1, 1) and s.consistent
+    assert score(f"Forest covers {cue} 90 % of the image.", FOREST).n_quantities_true == 0
+    assert score(f"Forest covers {cue} 84 % of the image.", FOREST).n_quantities_true == 1  # ±5
+
+
+@pytest.mark.parametrize(
+    "cue", ["less than", "under", "below", "up to", "at most", "no more than", "not more than"]
+)
+def test_upper_bounds_are_open_intervals_and_claim_no_presence(cue: str) -> None:
+    text = f"Mostly forest with grassland; {cue} 10 % of the image is water."
+    assert (WATER, f"{cue} 10 %", 0.0, 0.10) in quantities(text)
+    s = score(text, FOREST)  # no water at all: the bound holds and claims nothing
+    assert WATER not in s.negated and not s.hallucination and s.precision == 1.0
+    assert (s.n_quantities, s.n_quantities_true) == (2, 2) and s.consistent
+    wet = (0.55, 0.0, 0.15, 0.0, 0.0, 0.0, 0.30)
+    assert score(f"Forest and grassland, {cue} 10 % water.", wet).n_quantities_true == 0
+    assert score(f"Forest and grassland, {cue} 40 % water.", wet).n_quantities_true == 1
+    # a bound that needs the class present still claims it: "more than 10 % water"
+    assert score("Mostly forest with grassland and more than 10 % water.", FOREST).hallucination
+
+
+def test_fraction_words_hyphenated_and_bounded() -> None:
+    same = [("two-thirds", "two thirds"), ("three-quarters", "three quarters")]
+    same += [("one-third", "a third"), ("one-quarter", "a quarter"), ("one-half", "half")]
+    for hyphenated, spaced in same:
+        (q,) = LEX.parse(f"Farmland covers {hyphenated} of the image.").quantities
+        (ref,) = LEX.parse(f"Farmland covers {spaced} of the image.").quantities
+        assert (q.cls, q.phrase, q.low, q.high) == (CROP, hyphenated, ref.low, ref.high)
+    assert quantities("Forest covers a quarter of the tile.") == [(TREE, "a quarter", 0.17, 0.33)]
+    assert quantities("Half of the image is forest.") == [(TREE, "half", 0.4, 0.6)]
+    assert quantities("More than half of the image is forest.") == [
+        (TREE, "more than half", 0.4, 1.0)
+    ]
+    assert quantities("Grass covers less than one-third.") == [
+        (GRASS, "less than one-third", 0.0, 0.42)
+    ]
+    s = score("Forest covers at least three-quarters of the scene, grass under a quarter.", FOREST)
+    assert (s.n_quantities, s.n_quantities_true) == (2, 2) and s.consistent
+    # comparatives bound fractions and percentages only; elsewhere they are prepositions
+    assert quantities("Houses under a few trees.") == [(TREE, "a few", 0.0, 0.2)]
+    assert quantities("Fields above a river.") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Forest and grassland; water is absent.",
+        "Forest and grassland, free from water.",
+        "Forest and grassland, zero water.",
+        "Forest and grassland with no water.",
+        "Forest and grassland. Water: none.",
+        "Forest and grassland. Water is entirely absent.",
+        "Forest and grassland; open water is not visible.",
+    ],
+)
+def test_more_negations_are_not_mentions(text: str) -> None:
+    s = score(text, FOREST)
+    assert names(s.mentioned) == {"Tree", "Grass"} and names(s.negated) == {"Water"}
+    assert not s.hallucination and s.consistent
+
+
+def test_after_negation_stops_at_breakers_and_punctuation() -> None:
+    p = LEX.parse("Water and trees absent.")  # "and" ends the scope: only trees are absent
+    assert p.mentioned == {WATER} and p.negated == {TREE}
+    p = LEX.parse("Water, grassland: none.")
+    assert p.mentioned == {WATER} and p.negated == {GRASS}
+    assert LEX.parse("Woodland where buildings are absent.").negated == {BUILT}
+
+
 def test_caption_without_classes() -> None:
     s = score("A satellite image.")
     assert math.isnan(s.precision) and s.recall == 0 and not s.consistent
@@ -147,6 +229,8 @@ def test_lexicon_file_errors(tmp_path: Path) -> None:
         Lexicon({"classes": {"Forest": ["wood"]}})
     with pytest.raises(InputError, match="not found"):
         load_lexicon(tmp_path / "none.yaml")
+    with pytest.raises(InputError, match="comparatives"):
+        Lexicon({"classes": {"Tree": ["wood"]}, "comparatives": {"beyond": ["past"]}})
     own = tmp_path / "mine.yaml"
     own.write_text("classes:\n  Water: [loch]\n")
     assert load_lexicon(own).parse("A loch.").mentioned == {WATER}

@@ -8,9 +8,11 @@ Formats (:func:`detect_format` tells them apart by content, not only by name):
     columns ``Tree ... Water``, then one column per caption stream). CSV is read in chunks
     (``chunksize`` rows) so ARAS scale (400k rows × 5 streams) streams in bounded memory;
     Parquet tables are read by record batches. A directory stands for the tables in its
-    ``captions/`` folder (or the ``*.csv`` in it). Columns ``X_2``, ``X_3``, ... beside a
-    column ``X`` hold further captions of stream ``X`` (how ``groundsynth caption --n``
-    writes several captions per image) and are read as stream ``X``.
+    ``captions/`` folder; a dataset directory without one is an error (its
+    ``metadata.parquet`` is no captions table), any other folder stands for the tables in
+    it. Columns ``X_2``, ``X_3``, ... beside a column ``X`` hold further captions of stream
+    ``X`` (how ``groundsynth caption --n`` writes several captions per image) and are read
+    as stream ``X``.
 ``karpathy``
     Karpathy-style JSON (UCM-, Sydney-, RSICD-Captions): ``images[].sentences[].raw``
     (``tokens`` joined when ``raw`` is missing), ``images[].split`` optional,
@@ -65,13 +67,32 @@ class CaptionRecord(NamedTuple):
     composition: tuple[float, ...] | None = None
 
 
+def _is_dataset(path: Path) -> bool:
+    """Whether ``path`` is a dataset directory (data contract layout), not a folder of tables."""
+    if (path / "metadata.parquet").is_file() or (path / "class_percentages").is_dir():
+        return True
+    return any((path / s / sub).is_dir() for s in SPLITS for sub in ("images", "masks"))
+
+
 def _table_files(path: Path) -> list[Path]:
+    """The caption tables ``path`` stands for: itself (a file), the tables in its
+    ``captions/`` folder, or — for a plain folder that is not a dataset — its tables.
+
+    A dataset directory is never read as a folder of tables: its ``metadata.parquet`` is
+    no captions table."""
     if path.is_file():
         return [path]
     folder = path / "captions" if (path / "captions").is_dir() else path
-    files = [p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".parquet")]
+    dataset = folder != path or _is_dataset(path)
+    files = [] if folder == path and dataset else list(folder.iterdir())
+    files = [p for p in files if p.suffix.lower() in (".csv", ".parquet")]
     order = {s: i for i, s in enumerate(SPLITS)}
     files.sort(key=lambda p: (order.get(p.stem, len(order)), p.name))
+    if not files and dataset:
+        raise InputError(
+            f"{path}: no captions tables (captions/<split>.csv); "
+            f"run `groundsynth caption {path}` first"
+        )
     if not files:
         raise InputError(f"{path}: no caption tables (*.csv, *.parquet) found in {folder}")
     return files

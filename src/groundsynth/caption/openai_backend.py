@@ -16,7 +16,13 @@ Reliability:
   [0.5, 1]; a ``Retry-After`` header is honoured up to ``max_backoff``); then the image's
   result is a failure naming the last error, and a run records it and retries it next time;
 - other 4xx replies fail the image at once (retrying would not help); HTTP 401/403 (key
-  rejected) and 404 (wrong URL or model) stop the run with an :class:`InputError`.
+  rejected) and 404 (wrong URL or model) stop the run with an :class:`InputError`;
+- an unreachable server (connection refused, unknown host, connect timeout) stops the run
+  with an :class:`InputError` naming ``base_url`` instead of failing image after image:
+  as soon as one request has used up its retries failing to connect while the server has
+  never answered, or once :data:`UNREACHABLE_AFTER` requests in a row did so after it had
+  answered. Requests still in flight then stop at their next attempt, and the captioner
+  refuses further requests; none of these images is recorded, so the next run retries them.
 
 The API key is read from the environment variable ``api_key_env`` (default
 ``OPENAI_API_KEY``) when the captioner is built; no key means no ``Authorization`` header
@@ -54,12 +60,16 @@ from groundsynth.caption.facts import GroundingFacts
 from groundsynth.caption.prompts import STREAMS, load_template
 from groundsynth.errors import InputError
 
-__all__ = ["OpenAICaptioner", "OpenAIConfig", "image_data_url"]
+__all__ = ["UNREACHABLE_AFTER", "OpenAICaptioner", "OpenAIConfig", "image_data_url"]
 
 logger = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({408, 409, 425, 429})
 _FATAL_STATUS = {401: "the API key was rejected", 403: "access denied", 404: "not found"}
+
+#: Requests in a row that used up their retries failing to connect, after the server had
+#: answered once, that stop the run (before it ever answered, the first one does).
+UNREACHABLE_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,9 @@ class OpenAICaptioner(BatchCaptioner):
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._answered = False  # the server has sent an HTTP reply at least once
+        self._unreachable_run = 0  # requests in a row that could not connect at all
+        self._unreachable: str | None = None  # set: the run-stopping error message
 
     def __repr__(self) -> str:  # never shows the key
         c = self.config
@@ -234,23 +247,55 @@ class OpenAICaptioner(BatchCaptioner):
             delay = max(delay, min(retry_after, c.max_backoff))
         time.sleep(delay)
 
+    def _stop_if_unreachable(self) -> None:
+        if self._unreachable is not None:
+            raise InputError(self._unreachable)
+
+    def _could_not_connect(self, last: str, tries: int) -> None:
+        """Count a request that never connected; stop the run when the server looks down."""
+        c = self.config
+        with self._lock:
+            self._unreachable_run += 1
+            if self._answered and self._unreachable_run < UNREACHABLE_AFTER:
+                return
+            if self._unreachable is None:
+                attempts = f"{tries} attempt{'s' * (tries > 1)}"
+                what = (
+                    f"{self._unreachable_run} requests in a row failed to connect, {attempts} each"
+                    if self._answered
+                    else f"no connection in {attempts}"
+                )
+                self._unreachable = (
+                    f"{c.base_url}: cannot reach the server ({what}; last: {last}); check "
+                    f"--base-url and that the server is running. Images not captioned yet are "
+                    f"retried by the next run"
+                )
+        self._stop_if_unreachable()
+
     def _post(self, body: dict[str, Any]) -> str:
         """One caption: the request with retries; raises _Failed or a run-stopping error."""
         client, _ = self._session()
         c, httpx = self.config, self._httpx
-        last, retry_after = "", None
+        last, retry_after, connected = "", None, False
         for attempt in range(c.retries + 1):
+            self._stop_if_unreachable()
             if attempt:
                 self._sleep(attempt, retry_after)
                 retry_after = None
+                self._stop_if_unreachable()
             try:
                 reply = client.post(c.url, json=body, headers=self._headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = f"connection failed ({type(exc).__name__}: {exc})"
+                continue
             except httpx.TimeoutException:
-                last = f"timed out after {c.timeout:g} s"
+                last, connected = f"timed out after {c.timeout:g} s", True
                 continue
             except httpx.TransportError as exc:
-                last = f"connection error ({type(exc).__name__}: {exc})"
+                last, connected = f"connection error ({type(exc).__name__}: {exc})", True
                 continue
+            with self._lock:
+                self._answered, self._unreachable_run, connected = True, 0, True
             status = reply.status_code
             if status in _FATAL_STATUS:
                 raise InputError(
@@ -274,6 +319,8 @@ class OpenAICaptioner(BatchCaptioner):
                 last = f"malformed reply ({exc})"
                 continue
         tries = c.retries + 1
+        if not connected:
+            self._could_not_connect(last, tries)
         raise _Failed(f"{last} (gave up after {tries} attempt{'s' * (tries > 1)})")
 
     def _one(self, job: CaptionJob, n: int, seed: int) -> CaptionResult:

@@ -7,6 +7,8 @@ both, so the captioner and the metric agree by construction. Edit freely within 
 
 Noun kinds: ``"mass"`` (farmland: takes "some", "a little", "large areas of"),
 ``"plural"`` (fields: takes "some", "a few") and ``"single"`` (a lake: takes no quantity).
+A quantity phrase with a head noun of its own (:data:`PLURAL_HEADS`,
+:data:`SINGULAR_HEADS`) decides the number of the whole phrase instead of the noun.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ __all__ = [
     "LAND_OPENINGS",
     "ONLY_CLASS",
     "OPENINGS",
+    "PLURAL_HEADS",
     "QUANTITY_MASS",
     "QUANTITY_PLURAL",
     "SCATTERABLE",
     "SCENE_NOUNS",
+    "SINGULAR_HEADS",
     "WATER_NOUNS",
     "WITH_LINKS",
 ]
@@ -181,6 +185,20 @@ QUANTITY_MASS: tuple[str, ...] = (
     "extensive",
 )
 QUANTITY_PLURAL: tuple[str, ...] = ("some", "a few", "a scattering of")
+#: Quantity phrases whose own head noun sets the number of the noun phrase, so the verb
+#: after it: "large areas of tree cover are", "a scattering of houses is". The others
+#: ("some", "a few", "extensive") leave the number to the noun ("some fields are").
+PLURAL_HEADS = frozenset(
+    {
+        "small patches of",
+        "small areas of",
+        "large areas of",
+        "large expanses of",
+        "broad expanses of",
+        "traces of",
+    }
+)
+SINGULAR_HEADS = frozenset({"a bit of", "a small amount of", "a scattering of"})
 #: Adverbs that lead the dominant class ("mostly farmland", "almost entirely covered by").
 ADVERBS: tuple[str, ...] = (
     "mostly",

@@ -158,10 +158,12 @@ class TemplateCaptioner:
             return rng.choice((" in the centre", " in the middle", " at the centre"))
         return f" in the {name}"
 
-    def _item(self, c: int, facts: GroundingFacts, rng: random.Random) -> tuple[str, str]:
-        """A noun phrase for a non-dominant class and its kind."""
+    def _item(self, c: int, facts: GroundingFacts, rng: random.Random) -> tuple[str, bool]:
+        """A noun phrase for a non-dominant class, and whether the finished phrase is
+        grammatically plural (its quantity head's number if it has one, else its noun's)."""
         share = facts.fractions[c]
         noun, kind = self._noun(c, facts, rng)
+        plural = kind == "plural"
         r = rng.random()
         if kind != "single" and r < 0.55:
             pool = P.QUANTITY_MASS if kind == "mass" else P.QUANTITY_PLURAL
@@ -169,16 +171,18 @@ class TemplateCaptioner:
                 pool = tuple(q for q in pool if q != "a scattering of")
             words = self._valid(pool, share)
             if words:
-                noun = f"{rng.choice(words)} {noun}"
+                quantity = rng.choice(words)
+                noun = f"{quantity} {noun}"
+                plural = quantity in P.PLURAL_HEADS or (plural and quantity not in P.SINGULAR_HEADS)
         elif r < 0.75:
             noun = f"{noun} ({self._pct(c, facts, rng)})"
         elif r < 0.82 and kind == "mass":
             noun = f"{rng.choice(_APPROX)}{self._pct(c, facts, rng)} {noun}"
-        return noun + self._location(c, kind, facts, rng), kind
+        return noun + self._location(c, kind, facts, rng), plural
 
     # -- sentences -------------------------------------------------------------------------
     def _lead(
-        self, facts: GroundingFacts, rest: list[tuple[str, str]], alone: bool, rng: random.Random
+        self, facts: GroundingFacts, rest: list[tuple[str, bool]], alone: bool, rng: random.Random
     ) -> tuple[str, bool]:
         """The first sentence, and whether it states the dominant share as a number/fraction."""
         d = facts.dominant
@@ -243,9 +247,9 @@ class TemplateCaptioner:
             return rng.choice(forms), False
         return f"{rng.choice(openings)} {noun}{tail}.", False
 
-    def _second(self, items: list[tuple[str, str]], rng: random.Random) -> str:
+    def _second(self, items: list[tuple[str, bool]], rng: random.Random) -> str:
         text = _join([t for t, _ in items])
-        be = "are" if items[0][1] == "plural" else "is"
+        be = "are" if items[0][1] else "is"  # agrees with the first phrase listed
         frame = rng.randrange(6)
         if frame == 0:
             return f"There {be} also {text}."

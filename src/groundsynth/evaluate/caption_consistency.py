@@ -5,13 +5,18 @@ For one caption and the class fractions of its map (pure function :func:`score_c
 - *mentioned*: classes the caption names without negation (lexicon in
   :mod:`groundsynth.evaluate.caption_lexicon`); *present*: classes with a share of at least
   ``presence`` (default 1 %); *major*: classes with at least ``recall_share`` (default 10 %);
-- **mention precision** = |mentioned ∩ present| / |mentioned| (NaN when nothing is named);
+- *hedged*: mentioned classes whose only stated shares may be zero ("no more than 10 %
+  water", "less than a third grassland"): an absent hedged class is not claimed, so it
+  counts neither as a hallucination nor against precision;
+- **mention precision** = |claimed ∩ present| / |claimed|, claimed = mentioned less the
+  absent hedged classes (NaN when nothing is claimed);
 - **mention recall** = |mentioned ∩ major| / |major|;
-- **hallucination**: some mentioned class is absent (share below ``presence``);
+- **hallucination**: some claimed class is absent (share below ``presence``);
 - **dominant agreement**: the dominant class (largest share; any of tied ones) is named;
 - **quantity agreement**: share of the attached quantities that are true — a quantity word
-  when the class share lies in its lexicon range, a stated percentage (or range) when the
-  class percentage is within ``tolerance`` points (default 5) of it;
+  when the class share lies in its lexicon range, a stated percentage (or range, or bound:
+  "more than 70 %" is [70, 100]) when the class percentage is within ``tolerance`` points
+  (default 5) of it;
 - **negation conflict**: the caption negates a major class ("no water" on a 30 %-water map);
 - **consistent**: no hallucination, recall 1, dominant named, every quantity true and no
   negation conflict.
@@ -114,8 +119,9 @@ def score_caption(
     major = {i for i in range(NUM_CLASSES) if f[i] >= s.recall_share - 1e-12}
     top = max(f)
     dominant = {i for i in range(NUM_CLASSES) if f[i] >= top - 1e-12}
-    halluc = tuple(sorted(mentioned - present))
-    precision = len(mentioned & present) / len(mentioned) if mentioned else math.nan
+    claimed = mentioned - (parsed.hedged - present)
+    halluc = tuple(sorted(claimed - present))
+    precision = len(claimed & present) / len(claimed) if claimed else math.nan
     recall = len(mentioned & major) / len(major) if major else math.nan
     n_true = 0
     for q in parsed.quantities:

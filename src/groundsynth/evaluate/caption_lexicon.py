@@ -9,16 +9,23 @@ shape) and :meth:`Lexicon.parse` turns a caption into a :class:`ParsedCaption`:
   the shorter class phrases inside them;
 - *negation*: a class phrase within a few words after a cue ("no", "without", "free of"),
   with no punctuation or breaker word ("and", "but", "with", ...) in between, is negated and
-  is not a mention;
-- *quantities*: quantity words ("mostly", "a little") with the range of shares for which they
-  are true, stated percentages ("45 %", "45 percent") and ranges ("30-40 %"), each attached
-  to the nearest class phrase (percentages look back first, words look ahead first).
+  is not a mention; so is one a few words before an after-cue ("water is absent",
+  "water: none");
+- *quantities*: quantity words ("mostly", "a little", "two-thirds") with the range of shares
+  for which they are true, stated percentages ("45 %", "45 percent") and ranges
+  ("30-40 %"), each attached to the nearest class phrase (percentages look back first, words
+  look ahead first). A comparative in front makes a bound of it: "more than 70 %" is
+  [0.7, 1], "less than a third" is [0, upper bound of "a third"]. A share that may be zero
+  ("less than 10 %", "0-5 %") does not claim its class is present: a class named only
+  with such shares is *hedged* (:attr:`ParsedCaption.hedged`).
 
 >>> parsed = load_lexicon().parse("Mostly farmland with no water and a few tree-lined roads.")
 >>> sorted(parsed.mentioned), sorted(parsed.negated)
 ([3], [6])
 >>> [(q.cls, q.phrase, q.low, q.high) for q in parsed.quantities]
 [(3, 'mostly', 0.5, 1.0)]
+>>> [(q.cls, q.phrase, q.low, q.high) for q in load_lexicon().parse("Over 70 % forest.").quantities]
+[(0, 'over 70 %', 0.7, 1.0)]
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -83,7 +90,10 @@ class Quantity:
     """A stated share attached to a class: true when the class fraction is in [low, high].
 
     ``kind`` is ``"word"`` (a quantity word; bounds are the lexicon range) or ``"percent"``
-    (a stated percentage or range; bounds are the stated values / 100, before tolerance).
+    (a stated percentage or range; bounds are the stated values / 100, before tolerance);
+    a comparative in front opens one side (``"more than 70 %"``: high 1.0). ``allows_absence``:
+    the phrase bounds the share from above only or states 0 % ("less than 10 %", "up to a
+    third", "0-5 %"), so it does not claim the class is present.
     """
 
     cls: int
@@ -91,6 +101,7 @@ class Quantity:
     phrase: str
     low: float
     high: float
+    allows_absence: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,9 @@ class ParsedCaption:
     mentions: tuple[Mention, ...]
     quantities: tuple[Quantity, ...]
     n_words: int
+    #: Named classes whose every mention carries only shares that may be zero ("no more
+    #: than 10 % water"): named, but not claimed present.
+    hedged: frozenset[int] = frozenset()
 
     @property
     def mentioned(self) -> frozenset[int]:
@@ -110,6 +124,28 @@ class ParsedCaption:
     def negated(self) -> frozenset[int]:
         """Classes that are only ever named under a negation ("no water")."""
         return frozenset(m.cls for m in self.mentions if m.negated) - self.mentioned
+
+
+class _Share(NamedTuple):
+    """A stated share before attachment: token span, phrase, bounds (fractions)."""
+
+    start: int
+    end: int
+    phrase: str
+    low: float
+    high: float
+    allows_absence: bool
+
+    def bounded(self, comparative: tuple[int, int, str, str]) -> _Share:
+        """This share after a comparative (start, end, side, phrase): one side opened."""
+        start, _, side, phrase = comparative
+        text = f"{phrase} {self.phrase}"
+        if side == "at_least":
+            return _Share(start, self.end, text, self.low, 1.0, False)
+        return _Share(start, self.end, text, 0.0, self.high, True)
+
+    def quantity(self, cls: int, kind: str) -> Quantity:
+        return Quantity(cls, kind, self.phrase, self.low, self.high, self.allows_absence)
 
 
 def _singulars(word: str) -> tuple[str, ...]:
@@ -143,7 +179,21 @@ class Lexicon:
         entries += [(str(p), "ignore", None) for p in data.get("ignore", []) or []]
         neg = data.get("negation", {}) or {}
         self.negation_scope = int(neg.get("scope", 4))
-        entries += [(str(p), "negation", None) for p in neg.get("cues", []) or []]
+        self.after_scope = int(neg.get("after_scope", 3))
+        cues = {str(p).lower(): "ahead" for p in neg.get("cues", []) or []}
+        for p in neg.get("after_cues", []) or []:
+            cues[str(p).lower()] = "both" if str(p).lower() in cues else "back"
+        entries += [(p, "negation", way) for p, way in cues.items()]
+        comparatives = data.get("comparatives", {}) or {}
+        sides = {"at_least", "at_most"}
+        if not isinstance(comparatives, Mapping) or set(comparatives) - sides - {"fractions"}:
+            raise InputError(
+                f"{source}: 'comparatives' must map at_least, at_most and fractions to "
+                f"lists of phrases; got {comparatives!r}"
+            )
+        for side in sides & set(comparatives):
+            entries += [(str(p), "comparative", side) for p in comparatives[side] or []]
+        self.fractions = frozenset(str(w).lower() for w in comparatives.get("fractions") or [])
         self.breakers = frozenset(str(w).lower() for w in neg.get("breakers", []) or [])
         self.quantities: dict[str, tuple[float, float]] = {}
         for p, rng in (data.get("quantities", {}) or {}).items():
@@ -191,7 +241,7 @@ class Lexicon:
     def parse(self, text: str) -> ParsedCaption:
         """Find class mentions, negations and attached quantities in one caption."""
         toks: list[str] = []  # normalised words; punctuation as itself; "" for numbers
-        pcts: dict[int, tuple[str, float, float]] = {}
+        pcts: dict[int, _Share] = {}  # token position -> stated percentage
         n_words = 0
         for m in _TOKEN_RE.finditer(text.lower()):
             kind = m.lastgroup
@@ -202,12 +252,14 @@ class Lexicon:
                 toks.append(m.group("punct"))
             else:
                 n_words += 1
+                pos = len(toks)
                 if kind == "pct":
                     v = float(m.group("pct")) / 100.0
-                    pcts[len(toks)] = (m.group(0), v, v)
+                    pcts[pos] = _Share(pos, pos + 1, m.group(0), v, v, v <= 0.0)
                 elif kind == "range_hi":
                     a, b = float(m.group("range")) / 100.0, float(m.group("range_hi")) / 100.0
-                    pcts[len(toks)] = (m.group(0), min(a, b), max(a, b))
+                    lo, hi = min(a, b), max(a, b)
+                    pcts[pos] = _Share(pos, pos + 1, m.group(0), lo, hi, lo <= 0.0)
                 toks.append("")
         # Phrase matching, longest first. items: (start, end, kind, payload, phrase)
         items: list[tuple[int, int, str, Any, str]] = []
@@ -227,37 +279,71 @@ class Lexicon:
                     break
             else:
                 i += 1
-        # Negation scopes.
+        # Negation scopes: class phrases starting in negated_at (after a cue) or ending in
+        # negated_end (before an after-cue) are negated.
         negated_at: set[int] = set()
-        for _, end, kind, _, _ in items:
+        negated_end: set[int] = set()
+        class_ends = {end for _, end, kind, _, _ in items if kind == "class"}
+        for start, end, kind, way, _ in items:
             if kind != "negation":
                 continue
-            j, words = end, 0
-            while j < n and words < self.negation_scope:
-                t = toks[j]
-                if t and not t[0].isalpha() or t in self.breakers:
-                    break
-                negated_at.add(j)
-                j += 1
-                words += 1
+            if way in ("ahead", "both"):
+                j, words = end, 0
+                while j < n and words < self.negation_scope:
+                    t = toks[j]
+                    if t and not t[0].isalpha() or t in self.breakers:
+                        break
+                    negated_at.add(j)
+                    j += 1
+                    words += 1
+            if way in ("back", "both"):  # the nearest class phrase before the cue
+                j, words = start, 0
+                while j > 0 and j not in class_ends and words < self.after_scope:
+                    t = toks[j - 1]
+                    if t in self.breakers or (t and not t[0].isalpha() and t != ":"):
+                        break
+                    j -= 1
+                    words += 1
+                if j in class_ends:
+                    negated_end.add(j)
         mentions = tuple(
-            Mention(p, phrase, s, e, s in negated_at)
+            Mention(p, phrase, s, e, s in negated_at or e in negated_end)
             for s, e, kind, p, phrase in items
             if kind == "class"
         )
-        quantities = self._attach(toks, items, mentions, pcts)
-        return ParsedCaption(mentions, quantities, n_words)
+        words = self._shares(items, pcts)
+        quantities, hedged = self._attach(toks, words, mentions, pcts)
+        return ParsedCaption(mentions, quantities, n_words, hedged)
+
+    def _shares(
+        self, items: list[tuple[int, int, str, Any, str]], pcts: dict[int, _Share]
+    ) -> list[_Share]:
+        """The quantity words; a comparative is folded into the share right after it (a
+        stated percentage, updated in ``pcts`` in place, or a quantity word)."""
+        words: list[_Share] = []
+        before: tuple[int, int, str, str] | None = None  # the comparative just before
+        for start, end, kind, payload, phrase in items:
+            if kind == "comparative" and end in pcts:
+                pcts[end] = pcts[end].bounded((start, end, payload, phrase))
+            elif kind == "quantity":
+                share = _Share(start, end, phrase, payload[0], payload[1], False)
+                fraction = not self.fractions.isdisjoint(phrase.replace("-", " ").split())
+                bound = fraction and before is not None and before[1] == start
+                words.append(share.bounded(before) if bound else share)
+            before = (start, end, payload, phrase) if kind == "comparative" else None
+        return words
 
     def _attach(
         self,
         toks: list[str],
-        items: list[tuple[int, int, str, Any, str]],
+        words: list[_Share],
         mentions: tuple[Mention, ...],
-        pcts: dict[int, tuple[str, float, float]],
-    ) -> tuple[Quantity, ...]:
+        pcts: dict[int, _Share],
+    ) -> tuple[tuple[Quantity, ...], frozenset[int]]:
+        """Quantities attached to their class phrases, and the hedged classes."""
         live = {m.start: m for m in mentions if not m.negated}
         if not live:
-            return ()
+            return (), frozenset()
         starts_at_end = {m.end: m for m in live.values()}
         out: list[Quantity] = []
 
@@ -277,17 +363,24 @@ class Lexicon:
                     return None
             return None
 
-        for pos, (phrase, lo, hi) in sorted(pcts.items()):
-            m = back(pos) or ahead(pos + 1)
+        absence: dict[int, bool] = {}  # mention start -> all its shares may be zero
+        for pos, share in sorted(pcts.items()):
+            m = back(share.start) or ahead(pos + 1)
             if m is not None:
-                out.append(Quantity(m.cls, "percent", phrase, lo, hi))
-        for start, end, kind, rng, phrase in items:
-            if kind != "quantity" or (start > 0 and toks[start - 1] in self.spatial):
+                out.append(share.quantity(m.cls, "percent"))
+                absence[m.start] = absence.get(m.start, True) and share.allows_absence
+        for share in words:
+            if share.start > 0 and toks[share.start - 1] in self.spatial:
                 continue
-            m = ahead(end) or back(start)
+            m = ahead(share.end) or back(share.start)
             if m is not None:
-                out.append(Quantity(m.cls, "word", phrase, rng[0], rng[1]))
-        return tuple(out)
+                out.append(share.quantity(m.cls, "word"))
+                absence[m.start] = absence.get(m.start, True) and share.allows_absence
+        by_class: dict[int, list[bool]] = {}
+        for m in live.values():
+            by_class.setdefault(m.cls, []).append(absence.get(m.start, False))
+        hedged = frozenset(c for c, flags in by_class.items() if all(flags))
+        return tuple(out), hedged
 
     def _stops(self, tok: str) -> bool:
         return (bool(tok) and not tok[0].isalpha() and tok not in _SEE_THROUGH) or (
