@@ -56,8 +56,10 @@ def test_spec_validation_names_the_problem():
         ModelSpec("unet", encoder_depth=2)
     with pytest.raises(InputError, match="normalisation"):
         ModelSpec("unet", normalisation="zscore")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="cannot build unet with encoder 'no-such-encoder'"):
+    with pytest.raises(InputError, match="unknown encoder 'no-such-encoder'.*tu-<name>"):
         build_model("unet", "no-such-encoder", encoder_depth=3)
+    with pytest.raises(InputError, match="cannot build unetplusplus with encoder 'mit_b0'"):
+        build_model("unetplusplus", "mit_b0")
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -121,7 +121,7 @@ def test_tiny_benchmark_end_to_end_then_resume(sample_world_dataset, tmp_path):
     # other settings in the same --out are refused before anything is written
     res = runner.invoke(app, [*args, "--lr", "0.01"], terminal_width=200)
     assert res.exit_code == 2
-    assert "finished with other settings (differ: lr)" in res.output
+    assert "holds another segmentation benchmark (options differ: lr)" in res.output
 
 
 def test_single_seed_mixing_regime_and_two_test_sets(tiny_dataset, tmp_path):
@@ -169,3 +169,110 @@ def test_config_errors_are_clear(tiny_dataset, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 2 and "has no split 'nosuch'" in res.output
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def _config(tmp_path, real, **kw) -> BenchmarkConfig:
+    """A one-run, two-batch benchmark of the tiny Unet on the CPU."""
+    base = dict(
+        out=str(tmp_path / "b"), real=str(real), seeds=(0,), batch_size=4, workers=0,
+        max_epochs=1, limit_train_batches=2, accelerator="cpu", progress=False, **TINY,
+    )  # fmt: skip
+    base.update(kw)
+    return BenchmarkConfig(**base)
+
+
+def test_out_holding_another_run_or_other_files_is_refused(tiny_dataset, tmp_path):
+    import shutil
+
+    from groundsynth.errors import OutputConflictError
+
+    # a dataset folder: its config.yaml and manifest.json must survive
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    for name in ("config.yaml", "manifest.json"):
+        shutil.copy(tiny_dataset / name, ds / name)
+    before = {p.name: p.read_bytes() for p in ds.iterdir()}
+    args = ["benchmark", "segmentation", "--real", str(tiny_dataset), "--archs", "unet"]
+    res = runner.invoke(app, [*args, "--seeds", "1", *_QUICK, "--out", str(ds)], terminal_width=200)
+    assert res.exit_code == 2, res.output
+    assert str(ds) in res.output and "holds another command's run" in res.output
+    assert {p.name: p.read_bytes() for p in ds.iterdir()} == before
+    # any other non-empty folder
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OutputConflictError, match="no config.yaml"):
+        run_segmentation_benchmark(_config(tmp_path, tiny_dataset, out=str(foreign)))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_ctrl_c_during_training_exits_130_and_the_rerun_resumes(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    import signal
+
+    import lightning.pytorch as lp
+
+    class CtrlC(lp.Callback):
+        def on_train_batch_start(self, *args):
+            raise KeyboardInterrupt
+
+    class InterruptedTrainer(lp.Trainer):
+        def __init__(self, *args, callbacks=None, **kwargs):
+            super().__init__(*args, callbacks=[*(callbacks or []), CtrlC()], **kwargs)
+
+    cfg = _config(tmp_path, tiny_dataset)
+    handler = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as mp:
+        mp.setattr(lp, "Trainer", InterruptedTrainer)
+        with pytest.raises(KeyboardInterrupt):
+            run_segmentation_benchmark(cfg)
+        assert signal.getsignal(signal.SIGINT) == handler  # Lightning's SIG_IGN is undone
+        args = ["benchmark", "segmentation", "--real", str(tiny_dataset), "--archs", "unet"]
+        res = runner.invoke(app, [*args, "--seeds", "1", "--out", cfg.out, *_QUICK])
+        assert res.exit_code == 130, res.output
+        assert "interrupted" in res.output and "rerun the same command" in res.output
+    run_dir = tmp_path / "b" / "runs" / "unet" / "real" / "seed0"
+    assert run_dir.is_dir() and not (run_dir / "metrics.json").exists()
+    result = run_segmentation_benchmark(cfg)
+    assert result.trained == ["unet/real/seed0"] and (run_dir / "metrics.json").is_file()
+
+
+def test_mixed_image_sizes_are_refused_before_training(tiny_dataset, tmp_path):
+    from groundsynth.errors import InputError
+    from tests.generate.datasets import blocky_masks, write_dataset
+
+    small = write_dataset(tmp_path / "s32", blocky_masks(6, 32), split="synth")
+    for kw in ({"train": ("real,synthetic",)}, {"test": "real,synthetic/synth"}):
+        cfg = _config(tmp_path, tiny_dataset, synthetic=str(small), **kw)
+        with pytest.raises(InputError, match="image sizes differ") as err:
+            run_segmentation_benchmark(cfg)
+        msg = str(err.value)
+        assert "real/train 64x64 px" in msg and "synthetic/synth 32x32 px" in msg
+        assert str(small) in msg and str(tiny_dataset) in msg
+        assert not (tmp_path / "b").exists()
+
+
+def test_bad_encoder_is_refused_up_front_in_a_short_message(tiny_dataset, tmp_path):
+    from groundsynth.errors import InputError
+
+    with pytest.raises(InputError, match="unknown encoder 'resnet3'") as err:
+        _config(tmp_path, tiny_dataset, encoder="resnet3")
+    assert "tu-<name>" in str(err.value) and len(str(err.value)) < 300
+    with pytest.raises(InputError, match="unknown encoder 'tu-nosuchnet'"):
+        _config(tmp_path, tiny_dataset, encoder="tu-nosuchnet")
+    res = runner.invoke(
+        app,
+        ["benchmark", "segmentation", "--real", str(tiny_dataset), "--archs", "unet", *_QUICK,
+         "--encoder", "resnet3", "--out", str(tmp_path / "b")],
+        terminal_width=200,
+    )  # fmt: skip
+    assert res.exit_code == 2 and "unknown encoder 'resnet3'" in res.output
+    assert "resnext101_32x48d" not in res.output  # not smp's whole list
+    # a known encoder the architecture cannot use fails before anything is written
+    cfg = _config(
+        tmp_path, tiny_dataset, archs=("unetplusplus",), encoder="mit_b0", encoder_depth=5
+    )
+    with pytest.raises(InputError, match="cannot build unetplusplus with encoder 'mit_b0'"):
+        run_segmentation_benchmark(cfg)
+    assert not (tmp_path / "b").exists()

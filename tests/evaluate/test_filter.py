@@ -214,3 +214,26 @@ def test_cli_filter_then_validate(synth, scores, tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["filter", str(synth), "--out", str(tmp_path / "o2"), "--no-progress"])
     assert res.exit_code == 2 and "no filter rule" in res.output
+
+
+def test_refused_rules_write_nothing_so_a_corrected_rerun_works(synth, scores, tmp_path):
+    """A rule whose score is missing everywhere is refused before the run folder exists."""
+    no_captions = pd.read_parquet(scores).assign(caption_consistency=None)
+    no_captions.to_parquet(tmp_path / "no_captions.parquet", index=False)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="no sample has a 'caption_consistency' value"):
+        filter_synthetic(
+            synth, out, scores=tmp_path / "no_captions.parquet", min_caption_consistency=0.5
+        )
+    assert not out.exists()
+    s = filter_synthetic(synth, out, scores=tmp_path / "no_captions.parquet", min_confidence=0.5)
+    assert s["rules"] == ["confidence>=0.5"]
+    # scores computed here: a dataset without caption tables cannot score captions
+    from tests.evaluate.test_synthetic import make_real
+
+    plain = make_real(tmp_path / "plain")
+    with pytest.raises(InputError, match="no 'caption_consistency' score can be computed"):
+        filter_synthetic(plain, tmp_path / "o2", min_caption_consistency=0.5)
+    assert not (tmp_path / "o2").exists()
+    s = filter_synthetic(plain, tmp_path / "o2", class_share=["Water<=0.9"])
+    assert s["samples"] == 16

@@ -420,3 +420,54 @@ def test_cli_help_and_run_equals_api(pair, checkpoint, subset_run, tmp_path):
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "dry"), "--dry-run"])
     assert res.exit_code == 0 and "max_real: 5000" in res.output
     assert "- synth" in res.output  # splits resolved
+
+
+def test_out_holding_another_run_or_other_files_is_refused(pair, tmp_path):
+    from groundsynth.errors import OutputConflictError
+
+    real, synth = pair
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "projection_mine.png").write_bytes(b"not ours")
+    with pytest.raises(OutputConflictError, match="no config.yaml") as err:
+        evaluate_synthetic(real, synth, foreign, captions=False)
+    assert str(foreign) in str(err.value)
+    assert [p.name for p in foreign.iterdir()] == ["projection_mine.png"]
+    other = tmp_path / "other"  # e.g. a built dataset's run folder
+    other.mkdir()
+    (other / "config.yaml").write_text("imagery: [a.tif]\nlandcover: [b.tif]\nsize: 64\n")
+    with pytest.raises(OutputConflictError, match="holds another command's run"):
+        evaluate_synthetic(real, synth, other, captions=False)
+    assert [p.name for p in other.iterdir()] == ["config.yaml"]
+    # the same evaluation may be run again into its own folder; other options may not
+    out = tmp_path / "out"
+    first = evaluate_synthetic(real, synth, out, captions=False, batch_size=4)
+    again = evaluate_synthetic(real, synth, out, captions=False, batch_size=8)
+    assert again["composition"] == first["composition"]
+    with pytest.raises(OutputConflictError, match=r"options differ: max_samples"):
+        evaluate_synthetic(real, synth, out, captions=False, max_samples=3)
+
+
+def test_different_image_sizes_warn_when_features_are_compared(pair, tmp_path, caplog):
+    from tests.generate.datasets import blocky_masks
+    from tests.generate.datasets import write_dataset as write_plain
+
+    big = write_plain(tmp_path / "big", blocky_masks(4, 2 * SIZE), split="synth")
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING", logger="groundsynth.evaluate.synthetic"):
+        s = evaluate_synthetic(
+            pair[0], big, tmp_path / "out", model=ColourSegmenter(), device="cpu",
+            max_real=4, tsne=False, umap=False, captions=False,
+        )  # fmt: skip
+    warned = [r.getMessage() for r in caplog.records if "image sizes differ" in r.getMessage()]
+    assert len(warned) == 1 and "real/train 32x32 px" in warned[0]
+    assert "synthetic/synth 64x64 px" in warned[0]
+    assert any("image sizes differ" in n for n in s["notes"])
+    assert s["feature_fidelity"]["synthetic"]["frechet_distance"] >= 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="groundsynth.evaluate.synthetic"):
+        evaluate_synthetic(
+            *pair, tmp_path / "same", model=ColourSegmenter(), device="cpu", max_samples=4,
+            max_real=4, tsne=False, umap=False, captions=False,
+        )  # fmt: skip
+    assert not [r for r in caplog.records if "image sizes differ" in r.getMessage()]

@@ -166,3 +166,25 @@ def test_patchgan_hinge_under_bf16_autocast_trains(tiny_dataset, tmp_path):
     assert payload["config"]["model"]["loss"] == "hinge"
     losses = read_losses(tmp_path / "r")
     assert len(losses) == 2 and all(np.isfinite(r["g_loss"]) for r in losses)
+
+
+def test_ctrl_c_reaches_the_caller_and_the_rerun_completes(tiny_dataset, tmp_path):
+    """Lightning turns Ctrl-C into sys.exit(1); the library hands back KeyboardInterrupt."""
+    import signal
+
+    import lightning as L
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, *args):
+            raise KeyboardInterrupt
+
+    cfg = train_config("conditional", tiny_dataset, tmp_path / "r")
+    handler = signal.getsignal(signal.SIGINT)
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("ignore")
+        train_generator(cfg, progress=False, callbacks=[CtrlC()])
+    assert signal.getsignal(signal.SIGINT) == handler  # Lightning's SIG_IGN is undone
+    assert list_checkpoints(tmp_path / "r") == []
+    again = _train(cfg)
+    assert again.steps == 2 and again.resumed_from is None
+    assert [s for s, _ in list_checkpoints(tmp_path / "r")] == [2]

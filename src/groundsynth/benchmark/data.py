@@ -325,6 +325,19 @@ class SegmentationDataModule(L.LightningDataModule):
             "test": rows(self.test_parts, self.test_selection),
         }
 
+    def image_sizes(self) -> dict[str, tuple[str, int, int]]:
+        """``{source/split: (dataset root, height, width)}`` of every train part, the val set
+        and the test sets, from the first image of each (one image read per part)."""
+        sizes: dict[str, tuple[str, int, int]] = {}
+        parts = [*self.regime.parts, self.val_part, *self.test_parts]
+        selections = [*self.train_selection, self.val_selection, *self.test_selection]
+        for part, (reader, split, ids) in zip(parts, selections):
+            key = f"{part.source}/{split}"
+            if key not in sizes:
+                h, w = reader.read_image(split, ids[0]).shape[:2]
+                sizes[key] = (str(reader.root), int(h), int(w))
+        return sizes
+
     @property
     def test_names(self) -> list[str]:
         """Names of the test sets: ``source/split``."""

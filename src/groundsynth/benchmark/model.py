@@ -46,6 +46,7 @@ __all__ = [
     "ModelSpec",
     "Segmenter",
     "build_model",
+    "check_encoder",
     "encoder_features",
     "get_architecture",
     "list_architectures",
@@ -100,6 +101,26 @@ def get_architecture(name: str) -> type:
     return getattr(smp, ARCHITECTURES[key])
 
 
+def check_encoder(name: str) -> None:
+    """Check that segmentation_models_pytorch knows encoder ``name`` (nothing is built).
+
+    Raises:
+        InputError: an unknown name (the message gives a hint, not smp's whole list).
+    """
+    smp = lazy_import("segmentation_models_pytorch")
+    if name.startswith("tu-"):
+        known = lazy_import("timm").is_model(name[3:])
+    else:  # smp >= 0.5 maps some timm- names onto tu- encoders
+        as_timm = getattr(smp.encoders, "is_equivalent_to_timm_universal", None)
+        known = name in smp.encoders.encoders or bool(as_timm and as_timm(name))
+    if known:
+        return
+    raise InputError(
+        f"unknown encoder {name!r}; see segmentation_models_pytorch's encoder list "
+        "(e.g. resnet34, efficientnet-b0, mit_b0); timm encoders as tu-<name> (e.g. tu-resnet18)"
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild a segmenter's network (stored in its checkpoint).
@@ -149,6 +170,7 @@ class ModelSpec:
             raise InputError("normalisation 'imagenet' is for 3-band images; use 'none'")
         if self.encoder.startswith("mit_b") and self.encoder_depth != 5:
             raise InputError(f"encoder {self.encoder!r} needs encoder_depth 5")
+        check_encoder(self.encoder)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

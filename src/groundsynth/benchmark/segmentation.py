@@ -14,9 +14,11 @@ the output directory::
         metrics.json                                              scores; written last
         lightning/                                                Lightning's CSV logs
 
-A run whose ``metrics.json`` exists is finished: rerunning the same command skips it (and
-refuses, with :class:`OutputConflictError`, if that run was made with different settings).
-Unfinished run directories are cleared and trained again.
+A run whose ``metrics.json`` exists is finished: rerunning the same command skips it.
+Unfinished run directories are cleared and trained again (Ctrl-C leaves the interrupted run
+unfinished). Settings that change numbers must stay the same to resume; ``archs``, ``train``
+and ``seeds`` may grow. An ``OUT`` holding a benchmark with other settings, another command's
+run or other files is refused with :class:`OutputConflictError` before anything is written.
 
 Multi-GPU / multi-node training goes through Lightning's own options (``devices``,
 ``num_nodes``, ``strategy``, ``precision``); every process runs this function, files are
@@ -44,13 +46,14 @@ from groundsynth.benchmark.data import (
     parse_eval_sets,
     parse_regime,
 )
+from groundsynth.benchmark.interrupt import reraise_interrupt
 from groundsynth.benchmark.lightning_module import MONITOR, OptimConfig, SegmentationModule
 from groundsynth.benchmark.model import ModelSpec, build_from_spec, save_segmenter
 from groundsynth.benchmark.results import KEY_COLUMNS, WORLDCOVER_NOTE, json_safe, write_results
 from groundsynth.data.reader import DatasetReader, open_dataset
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.io import write_json
-from groundsynth.runs import start_run, to_plain
+from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_segmentation_benchmark"]
 
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: Config fields that do not change a run's numbers (may differ when resuming).
 _NOT_IDENTITY = ("out", "archs", "train", "seeds", "workers", "eval_batch_size", "progress")
+#: Keys every benchmark's ``config.yaml`` has (tells it from another command's run).
+_BENCHMARK_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "archs", "encoder"})
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,37 @@ def _finished(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     return data
 
 
+def _check_out(out: Path, cfg: BenchmarkConfig) -> None:
+    """Refuse an ``out`` holding another command's run, other files, or a benchmark with other
+    settings (nothing is written); an empty folder or this benchmark's own passes."""
+    old = out / "config.yaml"
+    if old.is_file():
+        try:
+            keys = set(yaml.safe_load(old.read_text(encoding="utf-8")) or {})
+        except (OSError, TypeError, ValueError, yaml.YAMLError):
+            keys = set()
+        if not _BENCHMARK_KEYS.issubset(keys):
+            raise OutputConflictError(
+                f"{out}: holds another command's run (its config.yaml is not a segmentation "
+                "benchmark's); choose a new or empty --out"
+            )
+    if check_run_dir(out, to_plain(cfg), what="segmentation benchmark", ignore=_NOT_IDENTITY):
+        log.info("%s: resuming the benchmark already there", out)
+
+
+def _check_image_sizes(modules: list[SegmentationDataModule]) -> None:
+    """Every train part, val and test set of every regime must have one image size."""
+    sizes: dict[str, tuple[str, int, int]] = {}
+    for dm in modules:
+        sizes.update(dm.image_sizes())
+    if len({(h, w) for _, h, w in sizes.values()}) > 1:
+        listed = ", ".join(f"{k} {h}x{w} px ({root})" for k, (root, h, w) in sizes.items())
+        raise InputError(
+            f"image sizes differ: {listed}; a benchmark trains and tests on one size: "
+            "build or resize the datasets to one size (groundsynth build --size)"
+        )
+
+
 def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Run rows (one per test set) from a run's ``metrics.json``."""
     rows = []
@@ -346,13 +382,17 @@ def _train_one(
             log_every_n_steps=1,
             num_sanity_val_steps=0,
         )
-        trainer.fit(module, datamodule=dm)
+        with reraise_interrupt(trainer):
+            trainer.fit(module, datamodule=dm)
         best_path = ckpt.best_model_path
         if not best_path:
             log.warning(
                 "%s: no validation round saved a checkpoint; testing the last weights", run_dir
             )
-        trainer.test(module, datamodule=dm, ckpt_path="best" if best_path else None, verbose=False)
+        with reraise_interrupt(trainer):
+            trainer.test(
+                module, datamodule=dm, ckpt_path="best" if best_path else None, verbose=False
+            )
         best = ckpt.best_model_score
         metrics = {
             "arch": arch,
@@ -403,21 +443,27 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
     """Train and test every (arch, regime, seed) of ``config``; write runs and tables.
 
     Raises:
-        InputError: a dataset, split or option is unusable (checked before any training).
-        OutputConflictError: ``out`` holds runs made with other settings.
+        InputError: a dataset, split, image size, model or option is unusable (checked before
+            anything is written).
+        OutputConflictError: ``out`` holds runs made with other settings, another command's
+            run, or other files.
     """
     t0 = time.time()
     cfg = config.resolved()
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise OutputConflictError(f"{out}: exists and is not a directory")
+    _check_out(out, cfg)
     readers = {
         k: open_dataset(p) for k, p in (("real", cfg.real), ("synthetic", cfg.synthetic)) if p
     }
     regimes = cfg.regimes()
     # Resolve every regime and evaluation set once up front: bad splits fail before training.
-    for regime in regimes:
+    modules = [
         SegmentationDataModule(readers, regime, cfg.val_set(), cfg.test_sets(), seed=cfg.seeds[0])
+        for regime in regimes
+    ]
+    _check_image_sizes(modules)
+    for arch in cfg.archs:  # unusable encoder / architecture / weights combinations
+        build_from_spec(cfg.model_spec(arch), cfg.encoder_weights)
     # Find finished runs (and conflicting ones) before anything is written.
     plan = [
         (

@@ -172,13 +172,20 @@ def filter_synthetic(
         scores_sha256=file_digest(cfg.scores) if cfg.scores else None,
         model_sha256=file_digest(model) if model_path else None,
     )
+    # every rule's score must exist before anything is written (a refused run leaves nothing)
+    if cfg.scores is not None:
+        _check_scores(cfg, Path(cfg.scores))
+    else:
+        _check_sources(cfg, reader)
     resume = _prepare_out(cfg)
     out_dir = Path(cfg.out)
     run = start_run(out_dir, "filter", cfg)
     try:
-        scores_path = (
-            Path(cfg.scores) if cfg.scores else _score(cfg, reader, model, resume, progress)
-        )
+        if cfg.scores is not None:
+            scores_path = Path(cfg.scores)
+        else:
+            scores_path = _score(cfg, reader, model, resume, progress)
+            _check_scores(cfg, scores_path)  # computed, yet a score may be missing everywhere
         summary = _decide(cfg, reader, scores_path, progress)
         passing: dict[str, list[str]] = summary.pop("_passing")
         if cfg.mode != "manifest":
@@ -256,6 +263,33 @@ def _score(
     return path
 
 
+#: What to do when a rule's score is missing, by scores column.
+_HINTS = {
+    "miou": "run `groundsynth evaluate synthetic` with --model, or filter with --model",
+    "caption_consistency": "the dataset needs caption tables (captions/<split>.csv; "
+    "write them with `groundsynth caption`)",
+    "confidence": "metadata.parquet needs a 'confidence' column",
+}
+
+
+def _check_sources(cfg: FilterConfig, reader: DatasetReader) -> None:
+    """Scores computed here: the dataset must have what each rule's score is computed from."""
+    splits = list(cfg.splits or ())
+    for check in cfg.checks():
+        if check.column == "caption_consistency":
+            found = any(reader.captions_path(s) is not None for s in splits)
+        elif check.column == "confidence":
+            found = any(c.lower().endswith("confidence") for c in reader.metadata_columns())
+        else:  # miou: FilterConfig requires a model; class fractions: from the masks
+            continue
+        if not found:
+            raise InputError(
+                f"{reader.root}: no {check.column!r} score can be computed for split(s) "
+                f"{splits}, so rule {check.rule} would reject every sample; "
+                f"{_HINTS[check.column]}"
+            )
+
+
 def _check_scores(cfg: FilterConfig, path: Path) -> None:
     """Every rule's column must exist in ``path`` and hold some value."""
     import pyarrow.parquet as pq
@@ -265,11 +299,6 @@ def _check_scores(cfg: FilterConfig, path: Path) -> None:
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read scores ({exc})") from exc
     names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    hints = {
-        "miou": "run `groundsynth evaluate synthetic` with --model, or filter with --model",
-        "caption_consistency": "the dataset needs caption tables (captions/<split>.csv)",
-        "confidence": "metadata.parquet needs a 'confidence' column",
-    }
     for need in {"id", "split"} | {c.column for c in cfg.checks()}:
         if need not in names:
             raise InputError(f"{path}: no column {need!r}; found {names}")
@@ -288,7 +317,7 @@ def _check_scores(cfg: FilterConfig, path: Path) -> None:
         if not found:
             raise InputError(
                 f"{path}: no sample has a {check.column!r} value, so rule {check.rule} would "
-                f"reject every sample; {hints.get(check.column, 'compute that score first')}"
+                f"reject every sample; {_HINTS.get(check.column, 'compute that score first')}"
             )
 
 
@@ -299,7 +328,6 @@ def _decide(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    _check_scores(cfg, scores)
     checks = cfg.checks()
     columns = sorted({"id", "split", "origin"} | {c.column for c in checks})
     source = pq.ParquetFile(scores)

@@ -22,6 +22,11 @@ writes, in a run directory (``config.yaml``, ``manifest.json``, ``evaluate_synth
 
 Everything streams (see :mod:`.sample_scores`). Scores against maps measure agreement with
 WorldCover-derived labels (WorldCover is ~77 % accurate), not with the ground.
+
+The output directory must be new, empty, or hold this same evaluation (which is then computed
+again); one holding another command's run, an evaluation with other options or other files is
+refused before anything is written. Real and synthetic images of different sizes are
+evaluated, with a warning (and a note in the summary) when features are compared.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from groundsynth.data.reader import DatasetReader, open_dataset
-from groundsynth.errors import InputError
+from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.evaluate import synthetic_summary as summ
 from groundsynth.evaluate.sample_scores import (
     SCORE_COLUMNS,
@@ -48,7 +53,7 @@ from groundsynth.evaluate.sample_scores import (
 from groundsynth.evaluate.set_pass import Progress, SetPass
 from groundsynth.evaluate.tables import copy_table_rows
 from groundsynth.io import write_json
-from groundsynth.runs import start_run
+from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = [
     "PER_SAMPLE",
@@ -67,6 +72,10 @@ PER_SAMPLE = "per_sample.parquet"
 PER_SAMPLE_REAL = "per_sample_real.parquet"
 SUMMARY = "summary.json"
 SKIPPED_INCEPTION = "skipped: no local Inception weights"
+#: Options that do not change the results (may differ when rerunning into the same ``out``).
+_NOT_IDENTITY = ("out", "batch_size", "workers", "device")
+#: Keys every evaluation's ``config.yaml`` has (tells it from another command's run).
+_EVAL_KEYS = frozenset({"real", "synthetic", "real_splits", "synthetic_splits", "max_real"})
 NOTES = (
     "label fidelity and pixel agreement compare a segmenter's prediction with a map; the maps "
     "are WorldCover labels or pseudo-labels (WorldCover is ~77 % accurate): this is agreement, "
@@ -219,6 +228,10 @@ def evaluate_synthetic(
         progress: ``progress(stage, done, total)`` callback.
 
     See :class:`SyntheticEvalConfig` for the other arguments and the module doc for outputs.
+
+    Raises:
+        InputError: a dataset, split or option is unusable.
+        OutputConflictError: ``out`` holds another run or other files (nothing is written).
     """
     cfg = SyntheticEvalConfig(
         real=os.fspath(real),
@@ -241,9 +254,17 @@ def evaluate_synthetic(
     cfg = resolve_config(cfg)
     real_reader, synth_reader = open_dataset(cfg.real), open_dataset(cfg.synthetic)
     out_dir = Path(cfg.out)
+    _check_out(out_dir, cfg)
+    size_note = None
+    if model is not None or cfg.inception_weights is not None:
+        size_note = _size_note(real_reader, cfg.real_splits, synth_reader, cfg.synthetic_splits)
     run = start_run(out_dir, "evaluate_synthetic", cfg, seeds={"seed": cfg.seed})
     try:
+        if size_note is not None:
+            logger.warning(size_note)
         summary = _evaluate(cfg, real_reader, synth_reader, model, out_dir, progress)
+        if size_note is not None:
+            summary["notes"].append(size_note)
         write_json(out_dir / SUMMARY, summary)
         outputs = sorted(p.name for p in out_dir.iterdir() if p.is_file() or p.name == "captions")
         run.finish(
@@ -254,6 +275,53 @@ def evaluate_synthetic(
     finally:
         run.close()
     return summary
+
+
+def _check_out(out: Path, cfg: SyntheticEvalConfig) -> None:
+    """Refuse an ``out`` holding another command's run, other files, or an evaluation with
+    other options (nothing is written); the same evaluation's folder is evaluated again."""
+    old = out / "config.yaml"
+    if old.is_file():
+        import yaml
+
+        try:
+            keys = set(yaml.safe_load(old.read_text(encoding="utf-8")) or {})
+        except (OSError, TypeError, ValueError, yaml.YAMLError):
+            keys = set()
+        if not _EVAL_KEYS.issubset(keys):
+            raise OutputConflictError(
+                f"{out}: holds another command's run (its config.yaml is not an evaluate "
+                "synthetic run's); choose a new or empty --out"
+            )
+    if check_run_dir(out, to_plain(cfg), what="synthetic evaluation", ignore=_NOT_IDENTITY):
+        logger.info("%s: evaluating again into the earlier run of this evaluation", out)
+
+
+def _size_note(
+    real: DatasetReader,
+    real_splits: tuple[str, ...] | None,
+    synthetic: DatasetReader,
+    synthetic_splits: tuple[str, ...] | None,
+) -> str | None:
+    """A warning when the splits' image sizes differ (first image of each split), else None."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for name, reader, splits in (
+        ("real", real, real_splits),
+        ("synthetic", synthetic, synthetic_splits),
+    ):
+        for split in splits or ():
+            ids = reader.ids(split)
+            if ids:
+                h, w = reader.read_image(split, ids[0]).shape[:2]
+                sizes[f"{name}/{split}"] = (int(h), int(w))
+    if len(set(sizes.values())) < 2:
+        return None
+    listed = ", ".join(f"{k} {h}x{w} px" for k, (h, w) in sizes.items())
+    return (
+        f"image sizes differ ({listed}): feature fidelity (Fréchet distance, KID, PRDC) compares "
+        "features of images of different resolutions, which adds to the distances; resize one "
+        "set to the other's size for a like-for-like comparison"
+    )
 
 
 def _evaluate(

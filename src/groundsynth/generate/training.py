@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import yaml
 
+from groundsynth.benchmark.interrupt import reraise_interrupt
 from groundsynth.data.masks import encode_rgb_png
 from groundsynth.data.reader import open_dataset
 from groundsynth.errors import InputError, OutputConflictError
@@ -355,7 +356,8 @@ def train_generator(
                 # the EMA copy is in eval mode on purpose; Lightning's own deprecation noise
                 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
                 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-                trainer.fit(module, datamodule=_StreamData(items, config, module))
+                with reraise_interrupt(trainer):  # Ctrl-C: resumable, the CLI says so
+                    trainer.fit(module, datamodule=_StreamData(items, config, module))
             if module.steps_done < config.max_steps:
                 raise InputError(
                     f"training stopped at step {module.steps_done} of {config.max_steps}; "
