@@ -31,24 +31,26 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from groundsynth._optional import lazy_import
+from groundsynth.benchmark.config import (
+    BENCHMARK_KEYS,
+    NOT_IDENTITY,
+    BenchmarkConfig,
+    BenchmarkResult,
+)
 from groundsynth.benchmark.data import (
-    DataPart,
     LoaderOptions,
     Regime,
     SegmentationDataModule,
-    parse_eval_sets,
-    parse_regime,
 )
 from groundsynth.benchmark.interrupt import reraise_interrupt
-from groundsynth.benchmark.lightning_module import MONITOR, OptimConfig, SegmentationModule
-from groundsynth.benchmark.model import ModelSpec, build_from_spec, save_segmenter
+from groundsynth.benchmark.lightning_module import MONITOR, SegmentationModule
+from groundsynth.benchmark.model import build_from_spec, save_segmenter
 from groundsynth.benchmark.results import KEY_COLUMNS, WORLDCOVER_NOTE, json_safe, write_results
 from groundsynth.data.reader import DatasetReader, open_dataset
 from groundsynth.errors import InputError, OutputConflictError
@@ -58,171 +60,6 @@ from groundsynth.runs import check_run_dir, start_run, to_plain
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "run_segmentation_benchmark"]
 
 log = logging.getLogger(__name__)
-
-#: Config fields that do not change a run's numbers (may differ when resuming).
-_NOT_IDENTITY = ("out", "archs", "train", "seeds", "workers", "eval_batch_size", "progress")
-#: Keys every benchmark's ``config.yaml`` has (tells it from another command's run).
-_BENCHMARK_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "archs", "encoder"})
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """Resolved options of a segmentation benchmark (saved as ``config.yaml``).
-
-    Data: ``real`` / ``synthetic`` dataset directories; ``train`` regimes, ``val`` set and
-    ``test`` sets in the syntax of :mod:`groundsynth.benchmark.data`. Model: ``archs`` (keys of
-    :data:`~groundsynth.benchmark.model.ARCHITECTURES`), ``encoder``, ``encoder_depth``,
-    ``decoder_width``, ``encoder_weights`` (local file or ``None``), ``normalisation``.
-    Training: ``seeds``, ``loss`` (dice / ce), ``lr``, ``weight_decay``, ``batch_size``,
-    ``max_epochs``, ``max_steps`` (-1: no limit), ``patience`` (early stopping, in validation
-    rounds), ``plateau_patience`` / ``plateau_factor`` (ReduceLROnPlateau), ``augment``,
-    ``limit_train_batches`` / ``limit_val_batches`` (Lightning's, for quick runs).
-    Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
-    ``precision``, ``deterministic``.
-    """
-
-    out: str
-    real: str | None = None
-    synthetic: str | None = None
-    train: tuple[str, ...] = ("real",)
-    val: str = "real"
-    test: str = "real"
-    archs: tuple[str, ...] = ("unet",)
-    encoder: str = "resnet34"
-    encoder_depth: int = 5
-    decoder_width: int | None = None
-    encoder_weights: str | None = None
-    normalisation: Literal["imagenet", "none"] = "imagenet"
-    seeds: tuple[int, ...] = (0, 1, 2)
-    loss: Literal["dice", "ce"] = "dice"
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 24
-    eval_batch_size: int | None = None
-    workers: int = 2
-    max_epochs: int = 20
-    max_steps: int = -1
-    patience: int = 5
-    plateau_patience: int = 2
-    plateau_factor: float = 0.5
-    augment: Literal["none", "flips"] = "flips"
-    limit_train_batches: float | int | None = None
-    limit_val_batches: float | int | None = None
-    accelerator: str = "auto"
-    devices: str | int = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    deterministic: bool | Literal["warn"] = "warn"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.real is None and self.synthetic is None:
-            raise InputError("no dataset given: pass --real DIR and/or --synthetic DIR")
-        if not self.train:
-            raise InputError("no training regime given (e.g. --train real)")
-        for text in self.train:
-            parse_regime(text)
-        names = [parse_regime(t).name for t in self.train]
-        if len(set(names)) != len(names):
-            raise InputError(f"a training regime is given twice: {names}")
-        if len(parse_eval_sets(self.val, "--val")) != 1:
-            raise InputError(f"--val takes one set (e.g. real), got {self.val!r}")
-        given = {"real": self.real, "synthetic": self.synthetic}
-        for what, parts in (
-            *((f"--train {r.name}", r.parts) for r in self.regimes()),
-            (f"--val {self.val}", (self.val_set(),)),
-            (f"--test {self.test}", self.test_sets()),
-        ):
-            for part in parts:
-                if given[part.source] is None:
-                    raise InputError(f"{what}: uses {part.source} data; pass --{part.source} DIR")
-        if not self.archs:
-            raise InputError("no architecture given (e.g. --archs unet,fpn)")
-        if len(set(self.archs)) != len(self.archs):
-            raise InputError(f"an architecture is given twice: {list(self.archs)}")
-        for arch in self.archs:
-            self.model_spec(arch)  # validates arch, encoder depth, normalisation
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise InputError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
-        self.optim()
-        LoaderOptions(self.batch_size, self.eval_batch_size, self.workers)
-        if self.max_epochs < 1 or (self.max_steps != -1 and self.max_steps < 1):
-            raise InputError(
-                f"max_epochs must be >= 1 and max_steps >= 1 or -1, got {self.max_epochs}, {self.max_steps}"
-            )
-        if self.patience < 1 or self.num_nodes < 1:
-            raise InputError(
-                f"patience and num_nodes must be >= 1, got {self.patience}, {self.num_nodes}"
-            )
-        if self.deterministic not in (True, False, "warn"):
-            raise InputError(
-                f"deterministic must be true, false or 'warn', got {self.deterministic!r}"
-            )
-
-    # ------------------------------------------------------------ derived settings
-    def regimes(self) -> list[Regime]:
-        return [parse_regime(t) for t in self.train]
-
-    def val_set(self) -> DataPart:
-        return parse_eval_sets(self.val, "--val")[0]
-
-    def test_sets(self) -> tuple[DataPart, ...]:
-        return parse_eval_sets(self.test, "--test")
-
-    def model_spec(self, arch: str) -> ModelSpec:
-        return ModelSpec(
-            arch=arch,
-            encoder=self.encoder,
-            encoder_depth=self.encoder_depth,
-            decoder_width=self.decoder_width,
-            normalisation=self.normalisation,
-        )
-
-    def optim(self) -> OptimConfig:
-        return OptimConfig(
-            loss=self.loss,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            plateau_patience=self.plateau_patience,
-            plateau_factor=self.plateau_factor,
-            augment=self.augment,
-        )
-
-    def resolved(self) -> BenchmarkConfig:
-        """Absolute paths, normalised regime names and architecture names."""
-
-        def absolute(p: str | None) -> str | None:
-            return None if p is None else str(Path(p).resolve())
-
-        return replace(
-            self,
-            out=str(Path(self.out).resolve()),
-            real=absolute(self.real),
-            synthetic=absolute(self.synthetic),
-            encoder_weights=absolute(self.encoder_weights),
-            train=tuple(r.name for r in self.regimes()),
-            archs=tuple(self.model_spec(a).arch for a in self.archs),
-            seeds=tuple(int(s) for s in self.seeds),
-        )
-
-    def run_identity(self, arch: str, regime: str, seed: int) -> dict[str, Any]:
-        """What makes one run's numbers: shared settings plus its arch, regime and seed."""
-        d = {k: v for k, v in to_plain(self).items() if k not in _NOT_IDENTITY}
-        return {**d, "arch": arch, "regime": regime, "seed": seed}
-
-
-@dataclass
-class BenchmarkResult:
-    """Outcome of :func:`run_segmentation_benchmark`."""
-
-    out: Path
-    rows: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
-    files: dict[str, str]
-    trained: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def _global_rank() -> int:
@@ -265,12 +102,12 @@ def _check_out(out: Path, cfg: BenchmarkConfig) -> None:
             keys = set(yaml.safe_load(old.read_text(encoding="utf-8")) or {})
         except (OSError, TypeError, ValueError, yaml.YAMLError):
             keys = set()
-        if not _BENCHMARK_KEYS.issubset(keys):
+        if not BENCHMARK_KEYS.issubset(keys):
             raise OutputConflictError(
                 f"{out}: holds another command's run (its config.yaml is not a segmentation "
                 "benchmark's); choose a new or empty --out"
             )
-    if check_run_dir(out, to_plain(cfg), what="segmentation benchmark", ignore=_NOT_IDENTITY):
+    if check_run_dir(out, to_plain(cfg), what="segmentation benchmark", ignore=NOT_IDENTITY):
         log.info("%s: resuming the benchmark already there", out)
 
 
