@@ -110,6 +110,29 @@ def test_template_run_writes_the_wide_table_and_resumes(tmp_path: Path) -> None:
     assert {"text_template", "text_template_2", "text_b"} <= set(val.columns)
 
 
+def test_ctrl_c_writes_the_tables_of_what_was_captioned(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "ds")
+    streams = (StreamSpec.parse("text=template"),)
+    cfg = CaptionRunConfig(str(root), streams, n=1, seed=0, batch_size=2, splits=("train",))
+
+    def stop_after_first_batch(done: int, total: int, info: str) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        caption_dataset(cfg, progress=stop_after_first_batch)
+    table = pd.read_csv(root / "captions" / "train.csv", dtype={"filename": str})
+    assert len(table) == 6  # every image has a row ...
+    assert 2 <= table["text_template"].notna().sum() < 6  # ... captioned so far, others empty
+    resumed = caption_dataset(cfg)
+    assert resumed.counts["train"]["text_template"]["done_before"] >= 2
+    fresh = make_dataset(tmp_path / "fresh")
+    caption_dataset(CaptionRunConfig(str(fresh), streams, n=1, seed=0, splits=("train",)))
+    assert (root / "captions" / "train.csv").read_bytes() == (
+        fresh / "captions" / "train.csv"
+    ).read_bytes()
+
+
 def test_foreign_table_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ds", {"test": 2})
     (root / "captions").mkdir()

@@ -8,7 +8,8 @@ one captioner per *stream spec* for captions. It writes
   from the masks) then one column per stream spec, columns sorted by name (ARAS400k's
   order); one row per image of the split;
 - ``DATASET/captions/.journal/``: every result as it comes (:mod:`.journal`), the source of
-  truth from which the tables are rebuilt, atomically, at the end of each run;
+  truth from which the tables are rebuilt, atomically, at the end of each run and when a
+  run is interrupted with Ctrl-C (after ``kill -9``, at the end of the next run);
 - ``DATASET/captions/run/``: ``config.yaml`` (resolved, no secrets), ``manifest.json``
   (counts, failures, versions, timings) and ``caption.log`` (appended run after run).
 
@@ -284,6 +285,15 @@ def caption_dataset(
             tables = rebuild_tables(
                 root, splits, reader=reader, journal=journal, counts=runner.counts
             )
+        except KeyboardInterrupt:
+            # what was captioned is journalled: write the tables now, so the dataset holds
+            # them until the rerun completes (a second Ctrl-C leaves the old tables intact)
+            try:
+                rebuild_tables(root, splits, reader=reader, journal=journal)
+            except Exception as exc:  # noqa: BLE001 - the interruption is what to report
+                logger.warning("captions tables not rebuilt after the interruption: %s", exc)
+            run.close()
+            raise
         except BaseException:
             run.close()
             raise
