@@ -43,7 +43,9 @@ def caption_cmd(
     api_key_env: str = typer.Option(
         "OPENAI_API_KEY", help="openai: environment variable holding the API key."
     ),
-    concurrency: int = typer.Option(4, help="openai: requests in flight."),
+    concurrency: int = typer.Option(
+        4, help="openai: requests in flight (at most --batch-size: each batch is awaited)."
+    ),
     timeout: float = typer.Option(120.0, help="openai: seconds per request."),
     retries: int = typer.Option(4, help="openai: retries of a failed request."),
     batch_size: int = typer.Option(16, help="Images per batch (transformers: per generate call)."),
