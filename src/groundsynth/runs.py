@@ -185,14 +185,16 @@ def check_run_dir(
     *,
     what: str,
     ignore: Iterable[str] = (),
+    required: Iterable[str] = (),
 ) -> bool:
     """Check that ``out`` may receive a run of ``identity`` (the options that change results).
 
     Returns False for a missing or empty folder (a fresh run) and True when ``out`` holds a run
     whose ``config.yaml`` has the same identity (resume). Raises :class:`OutputConflictError`
     naming the folder when it is a file, holds another run (listing the options that differ;
-    keys in ``ignore`` are not compared), or is a non-empty folder without a run — nothing is
-    written in those cases. ``what`` names the kind of run in messages ("build", ...).
+    keys in ``ignore`` are not compared), holds another command's run (its ``config.yaml``
+    lacks a key of ``required``), or is a non-empty folder without a run — nothing is written
+    in those cases. ``what`` names the kind of run in messages ("build", ...).
     """
     out = Path(out)
     if not out.exists():
@@ -212,6 +214,11 @@ def check_run_dir(
         raise OutputConflictError(f"{cfg}: unreadable ({exc}); use a new --out") from exc
     if not isinstance(old, dict):
         raise OutputConflictError(f"{cfg}: not a run configuration; use a new --out")
+    if not set(required).issubset(old):
+        raise OutputConflictError(
+            f"{out}: holds another command's run (its config.yaml is not a {what}'s); "
+            "choose a new or empty --out"
+        )
     skip = set(ignore)
     old = {k: v for k, v in old.items() if k not in skip}
     new = {k: v for k, v in to_plain(dict(identity)).items() if k not in skip}

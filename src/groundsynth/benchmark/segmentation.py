@@ -96,18 +96,10 @@ def _finished(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
 def _check_out(out: Path, cfg: BenchmarkConfig) -> None:
     """Refuse an ``out`` holding another command's run, other files, or a benchmark with other
     settings (nothing is written); an empty folder or this benchmark's own passes."""
-    old = out / "config.yaml"
-    if old.is_file():
-        try:
-            keys = set(yaml.safe_load(old.read_text(encoding="utf-8")) or {})
-        except (OSError, TypeError, ValueError, yaml.YAMLError):
-            keys = set()
-        if not BENCHMARK_KEYS.issubset(keys):
-            raise OutputConflictError(
-                f"{out}: holds another command's run (its config.yaml is not a segmentation "
-                "benchmark's); choose a new or empty --out"
-            )
-    if check_run_dir(out, to_plain(cfg), what="segmentation benchmark", ignore=NOT_IDENTITY):
+    if check_run_dir(
+        out, to_plain(cfg), what="segmentation benchmark", ignore=NOT_IDENTITY,
+        required=BENCHMARK_KEYS,
+    ):  # fmt: skip
         log.info("%s: resuming the benchmark already there", out)
 
 

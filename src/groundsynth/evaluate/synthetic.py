@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from groundsynth.data.reader import DatasetReader, open_dataset
-from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.errors import InputError
 from groundsynth.evaluate import synthetic_summary as summ
 from groundsynth.evaluate.sample_scores import (
     SCORE_COLUMNS,
@@ -280,20 +280,9 @@ def evaluate_synthetic(
 def _check_out(out: Path, cfg: SyntheticEvalConfig) -> None:
     """Refuse an ``out`` holding another command's run, other files, or an evaluation with
     other options (nothing is written); the same evaluation's folder is evaluated again."""
-    old = out / "config.yaml"
-    if old.is_file():
-        import yaml
-
-        try:
-            keys = set(yaml.safe_load(old.read_text(encoding="utf-8")) or {})
-        except (OSError, TypeError, ValueError, yaml.YAMLError):
-            keys = set()
-        if not _EVAL_KEYS.issubset(keys):
-            raise OutputConflictError(
-                f"{out}: holds another command's run (its config.yaml is not an evaluate "
-                "synthetic run's); choose a new or empty --out"
-            )
-    if check_run_dir(out, to_plain(cfg), what="synthetic evaluation", ignore=_NOT_IDENTITY):
+    if check_run_dir(
+        out, to_plain(cfg), what="synthetic evaluation", ignore=_NOT_IDENTITY, required=_EVAL_KEYS
+    ):
         logger.info("%s: evaluating again into the earlier run of this evaluation", out)
 
 
