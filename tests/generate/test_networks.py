@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,3 +155,48 @@ def test_ema_tracks_weights_and_copies_buffers():
         assert torch.allclose(e, 0.75 * b + 0.25 * live)
     for e, live in zip(ema.buffers(), g.buffers()):
         assert torch.equal(e, live)
+
+
+def test_ema_decay_warms_up_with_the_step_count():
+    from groundsynth.generate.ema import ema_decay_at
+
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay_at(0.999, 8) == pytest.approx(0.5)
+    assert ema_decay_at(0.999, 80) == pytest.approx(0.9)
+    assert ema_decay_at(0.999, 10**6) == 0.999  # capped at the configured decay
+    assert ema_decay_at(0.0, 5) == 0.0
+    with pytest.raises(ValueError):
+        ema_decay_at(0.9, -1)
+    # after 200 steps the average holds little of the initial weights: the product of the
+    # decays, i.e. the initial weights' share, is (1*2*...*200)/(10*11*...*209) ~ 1e-14
+    share = np.prod([ema_decay_at(0.999, t) for t in range(200)])
+    assert share < 1e-6
+    # without warm-up (the old behaviour) it would be 0.999**200 = 0.82
+    assert 0.999**200 > 0.8
+
+
+def test_training_uses_the_warmed_up_decay(tiny_dataset, tmp_path):
+    """After 2 steps with ema_decay 0.999, the EMA is near the live weights (warm-up), not
+    near the initialisation (0.999**2 of it)."""
+    from groundsynth.generate.checkpoint import load_checkpoint
+    from groundsynth.generate.training import train_generator
+    from tests.generate.tiny import tiny_conditional, train_config
+
+    cfg = train_config(
+        "conditional", tiny_dataset, tmp_path / "r", model=tiny_conditional(ema_decay=0.999)
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = train_generator(cfg, progress=False)
+    nets = load_checkpoint(res.last_checkpoint)["networks"]
+    key = next(k for k, v in nets["generator"].items() if v.is_floating_point() and v.ndim > 1)
+    live, ema = nets["generator"][key], nets["generator_ema"][key]
+    torch.manual_seed(cfg.seed)  # the initial weights: the generator as built with the seed
+    from groundsynth.generate.conditional.module import ConditionalGAN
+
+    init = ConditionalGAN(cfg.resolved()).generator.state_dict()[key]
+    # decays 0.1 then 2/11: ema = init*0.1*2/11 + ... -> within 2 % of init's share
+    dist_live = (ema - live).norm() / (init - live).norm()
+    assert dist_live < 0.2, float(dist_live)

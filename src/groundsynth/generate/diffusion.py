@@ -26,7 +26,7 @@ from groundsynth._optional import lazy_import
 from groundsynth.errors import InputError
 from groundsynth.generate.config import TrainConfig
 from groundsynth.generate.data import to_model_range, to_uint8
-from groundsynth.generate.ema import make_ema, update_ema
+from groundsynth.generate.ema import ema_decay_at, make_ema, update_ema
 from groundsynth.generate.module import GeneratorModule
 from groundsynth.generate.seeds import derive_seed
 
@@ -246,7 +246,9 @@ class DiffusionModule(GeneratorModule):
         self.manual_backward(loss)
         opt.step()
         if self.unet_ema is not None:
-            update_ema(self.unet_ema, self.unet, self.model_cfg.ema_decay)
+            update_ema(
+                self.unet_ema, self.unet, ema_decay_at(self.model_cfg.ema_decay, self.steps_done)
+            )
         return {"loss": loss.detach()}
 
     @torch.no_grad()

@@ -4,6 +4,11 @@ The EMA copy is a frozen deep copy of the network kept in eval mode: after each 
 step its floating parameters move towards the live ones
 (``ema = decay * ema + (1 - decay) * live``) and its buffers (batch-norm statistics,
 spectral-norm vectors) are copied from the live network.
+
+The decay warms up with the step count (:func:`ema_decay_at`): ``min(decay, (1 + t) / (10 + t))``
+after ``t`` steps, so at small budgets the average follows the training instead of staying
+near the random initialisation (a fixed 0.999 after 200 steps leaves 0.999**200 = 82 % of
+the initial weights in the average; with the warm-up, under 1 %).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from groundsynth._optional import lazy_import
 
-__all__ = ["make_ema", "update_ema"]
+__all__ = ["ema_decay_at", "make_ema", "update_ema"]
 
 
 def make_ema(module: Any) -> Any:
@@ -22,6 +27,14 @@ def make_ema(module: Any) -> Any:
     ema.eval()
     ema.requires_grad_(False)
     return ema
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """The EMA decay to use after ``step`` optimisation steps: ``min(decay, (1 + step) /
+    (10 + step))`` (0.1 at the first step, 0.5 at step 8, 0.9 at step 80, 0.99 at step 890)."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return min(float(decay), (1.0 + step) / (10.0 + step))
 
 
 def update_ema(ema: Any, live: Any, decay: float) -> None:

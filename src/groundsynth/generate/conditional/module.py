@@ -23,7 +23,7 @@ from groundsynth.generate.conditional.losses import VGGPerceptualLoss, get_adver
 from groundsynth.generate.conditional.spade import SPADEGenerator
 from groundsynth.generate.config import TrainConfig
 from groundsynth.generate.data import one_hot, to_model_range, to_uint8
-from groundsynth.generate.ema import make_ema, update_ema
+from groundsynth.generate.ema import ema_decay_at, make_ema, update_ema
 from groundsynth.generate.module import GeneratorModule
 from groundsynth.generate.seeds import derive_seed
 
@@ -137,7 +137,9 @@ class ConditionalGAN(GeneratorModule):
         self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        update_ema(self.generator_ema, self.generator, m.ema_decay)
+        update_ema(
+            self.generator_ema, self.generator, ema_decay_at(m.ema_decay, self.steps_done)
+        )
 
         with torch.no_grad():
             d_real = d_real_out.float().mean()
