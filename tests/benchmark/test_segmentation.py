@@ -55,6 +55,7 @@ def test_tiny_benchmark_end_to_end_then_resume(sample_world_dataset, tmp_path):
     res = runner.invoke(app, args, terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "trained 4, resumed 0" in res.output
+    assert "did not beat their pixel floor" in res.output  # two steps do not beat it
 
     runs = pd.read_csv(out / "results.csv")
     assert len(runs) == 4
@@ -276,3 +277,82 @@ def test_bad_encoder_is_refused_up_front_in_a_short_message(tiny_dataset, tmp_pa
     with pytest.raises(InputError, match="cannot build unetplusplus with encoder 'mit_b0'"):
         run_segmentation_benchmark(cfg)
     assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------- validation and the tested weights
+def _recompute(run_dir, root, split: str) -> dict:
+    """Scores of a run's saved segmenter.pt on a split, outside Lightning (numpy confusion)."""
+    import torch
+
+    from groundsynth.benchmark.metrics import confusion_update, metrics_from_confusion
+    from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
+    from groundsynth.data.torch_dataset import SegmentationDataset
+
+    model, _ = load_segmenter(run_dir / "segmenter.pt")
+    cm = 0
+    loader = torch.utils.data.DataLoader(SegmentationDataset(root, split), batch_size=4)
+    with torch.no_grad():
+        for batch in loader:
+            pred = model(batch["image"]).argmax(dim=1).numpy()
+            cm = cm + confusion_update(pred, batch["mask"].numpy(), NUM_CLASSES)
+    return metrics_from_confusion(cm, CLASS_NAMES)
+
+
+def test_max_steps_inside_an_epoch_still_validates_and_tests_those_weights(
+    sample_world_dataset, tmp_path
+):
+    import warnings
+
+    # 3 steps of a 4-sample batch end inside the first epoch (the transfer experiment's case)
+    cfg = _config(tmp_path, sample_world_dataset, max_steps=3, limit_train_batches=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_segmentation_benchmark(cfg)
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+    run_dir = tmp_path / "b" / "runs" / "unet" / "real" / "seed0"
+    metrics = _strict_json(run_dir / "metrics.json")
+    assert metrics["steps"] == 3 and metrics["data"]["train"][0]["samples"] > 3 * 4
+    assert [(v["epoch"], v["step"]) for v in metrics["val_history"]] == [(0, 3)]
+    tested = metrics["tested_checkpoint"]
+    assert tested["kind"] == "best" and tested["step"] == 3
+    assert tested["val_f1"] == metrics["val_history"][0]["f1"]
+    # segmenter.pt is what was tested: its scores on the test split are metrics.json's
+    ref = _recompute(run_dir, sample_world_dataset, "test")
+    assert metrics["test"]["real/test"] == pytest.approx(ref, nan_ok=True)
+
+
+def test_the_tested_checkpoint_is_the_best_validation_round(
+    sample_world_dataset, tmp_path, monkeypatch
+):
+    import lightning.pytorch as lp
+    import torch
+
+    class Sabotage(lp.Callback):
+        """From the second round on, validate a head that says Water everywhere."""
+
+        def on_validation_epoch_start(self, trainer, module):
+            if trainer.current_epoch >= 1:
+                head = module.model.net.segmentation_head[0]
+                with torch.no_grad():
+                    head.weight.zero_()
+                    head.bias.fill_(-10.0)
+                    head.bias[6] = 10.0
+
+    class SabotagedTrainer(lp.Trainer):
+        def __init__(self, *args, callbacks=None, **kwargs):
+            super().__init__(*args, callbacks=[*(callbacks or []), Sabotage()], **kwargs)
+
+    monkeypatch.setattr(lp, "Trainer", SabotagedTrainer)
+    run_segmentation_benchmark(_config(tmp_path, sample_world_dataset, max_epochs=3))
+    run_dir = tmp_path / "b" / "runs" / "unet" / "real" / "seed0"
+    metrics = _strict_json(run_dir / "metrics.json")
+    history = metrics["val_history"]
+    assert [v["epoch"] for v in history] == [0, 1, 2]
+    best = max(history, key=lambda v: v["f1"])
+    assert best is history[0] and history[0]["f1"] > max(v["f1"] for v in history[1:])
+    tested = metrics["tested_checkpoint"]
+    assert (tested["step"], tested["val_f1"]) == (best["step"], best["f1"]) == (2, best["f1"])
+    # the saved (and tested) weights score the best round's F1 on the val split, not the last's
+    assert _recompute(run_dir, sample_world_dataset, "val")["f1"] == pytest.approx(best["f1"])
+    ref = _recompute(run_dir, sample_world_dataset, "test")
+    assert metrics["test"]["real/test"] == pytest.approx(ref, nan_ok=True)

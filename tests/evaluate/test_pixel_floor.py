@@ -103,3 +103,18 @@ def test_fit_floor_reads_a_dataset_and_round_trips(tmp_path):
     assert floor.predict(img).shape == (32, 32)
     with pytest.raises(InputError):
         PixelFloor.load(tmp_path / "ds" / "metadata.parquet")
+
+
+def test_label_nodata_pixels_are_neither_drawn_nor_counted():
+    from groundsynth.classes import IGNORE_INDEX
+
+    masks = blocky_masks(4, 16, seed=2)
+    images = [colour_image(m, seed=i) for i, m in enumerate(masks)]
+    holed = [m.copy() for m in masks]
+    for m in holed:
+        m[:4] = IGNORE_INDEX  # label nodata, as builds with max_label_nodata > 0 keep it
+    _, y = sample_pixels(zip(images, holed), pixels_per_image=256, seed=0)
+    assert len(y) == 4 * 12 * 16 and y.max() < NUM_CLASSES  # every labelled pixel, no other
+    floor = PixelFloor.fit(*sample_pixels(zip(images, masks), seed=0))
+    cm = floor.confusion(zip(images, holed))
+    assert cm.sum() == 4 * 12 * 16 and np.trace(cm) >= 0.9 * cm.sum()

@@ -94,3 +94,69 @@ def test_report_of_the_experiment_is_self_contained(experiment, tmp_path):
     assert "cross-region (B)" in page and "sign-flip p" in page and "WorldCover" in page
     assert not re.search(r'(src|href)="(?!data:|#)', page)
     assert "<script" not in page.lower()
+
+
+def test_learning_checks_measure_every_model_against_its_floor(experiment):
+    """experiment.json's learning block: a check per real-trained segmenter, the grounded
+    generator's label fidelity equal to an independent pixel-floor reading, FD checks; the
+    tiny preset's models have not learned, so the block fails and says which."""
+    from groundsynth.evaluate.pixel_floor import fit_floor, score_floor
+    from groundsynth.experiment.learning import LABEL_FIDELITY_RATIO
+
+    result, out = experiment
+    doc = json.loads((out / "experiment.json").read_text())
+    assert doc["family"] == "diffusion"
+    assert doc["generators"] == {"grounded": "conditional-diffusion", "ungrounded": "diffusion"}
+    assert (out / "generators" / "conditional-diffusion" / "config.yaml").is_file()
+    learning = doc["learning"]
+    segs = [c for c in learning["checks"] if c["kind"] == "segmenter"]
+    # seeds 0, 1 x regimes with real data: real, real+ungrounded, real+grounded
+    assert len(segs) == 6
+    long = pd.read_csv(out / "results_long.csv")
+    for c in segs:
+        _, _, regime, _, seed = c["model"].split(" ")
+        row = long[(long.regime == regime) & (long.seed == int(seed)) & (long.test_set == "real/test")]
+        assert c["figure"] == pytest.approx(float(row["iou"].iloc[0]), abs=1e-6)
+        assert c["passed"] == (c["figure"] > c["floor"])
+    floor = fit_floor(result["source"], "train", seed=0)
+    read_back = score_floor(floor, out / "synthetic" / "grounded_raw", "synth")["iou"]
+    ceiling = score_floor(floor, result["source"], "test")["iou"]
+    (lf,) = [c for c in learning["checks"] if c["model"] == "grounded generator: label fidelity"]
+    assert lf["figure"] == pytest.approx(read_back, abs=1e-6)
+    assert lf["floor"] == pytest.approx(LABEL_FIDELITY_RATIO * ceiling, abs=1e-6)
+    assert lf["passed"] == (read_back >= LABEL_FIDELITY_RATIO * ceiling)
+    fds = [c for c in learning["checks"] if "feature fidelity" in c["model"]]
+    assert len(fds) == 2 and all(c["real_halves"] > 0 for c in fds)
+    assert learning["passed"] == all(c["passed"] for c in learning["checks"])
+    assert learning["failed"] == [c["model"] for c in learning["checks"] if not c["passed"]]
+    assert not learning["passed"]  # 20 generator steps at 8 px wide cannot learn
+
+
+def test_report_withholds_the_conclusion_when_a_model_did_not_learn(experiment, tmp_path):
+    _, out = experiment
+    page = make_report([out], tmp_path / "r.html").read_text()
+    assert "Did the models learn?" in page and "Conclusion withheld" in page
+    # a run whose checks all pass shows the table but no warning
+    import shutil
+
+    copy = tmp_path / "exp"
+    shutil.copytree(out, copy, symlinks=True)
+    doc = json.loads((copy / "experiment.json").read_text())
+    for c in doc["learning"]["checks"]:
+        c["passed"] = True
+    doc["learning"].update(passed=True, failed=[])
+    (copy / "experiment.json").write_text(json.dumps(doc))
+    page = make_report([copy], tmp_path / "ok.html").read_text()
+    assert "Did the models learn?" in page and "Conclusion withheld" not in page
+    assert page.count("✓ passed") == len(doc["learning"]["checks"])
+
+
+def test_family_and_options_are_checked(tmp_path):
+    from groundsynth.errors import InputError
+    from groundsynth.experiment.transfer import FAMILIES
+
+    assert FAMILIES["gan"] == ("conditional", "diffusion")
+    (tmp_path / "a").mkdir()
+    with pytest.raises(InputError, match="family"):
+        TransferConfig(source=str(tmp_path / "a"), target=str(tmp_path / "a"), out=str(tmp_path / "o"),
+                       family="vae")  # fmt: skip

@@ -69,3 +69,13 @@ def diffusion_run(tiny_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "diff"
     _quiet_train(train_config("diffusion", tiny_dataset, out))
     return out
+
+
+@pytest.fixture(scope="session")
+def conditional_diffusion_run(tiny_dataset, tmp_path_factory) -> Path:
+    """A tiny conditional-diffusion run trained for 2 steps (checkpoint at step 2)."""
+    from tests.generate.tiny import train_config
+
+    out = tmp_path_factory.mktemp("runs") / "cdiff"
+    _quiet_train(train_config("conditional-diffusion", tiny_dataset, out))
+    return out

@@ -25,7 +25,7 @@ def test_train_generator_dry_run_prints_the_resolved_config(tiny_dataset, tmp_pa
     res = runner.invoke(
         app, ["train-generator", str(tiny_dataset), "--out", str(tmp_path / "r"), "--kind", "gan"]
     )
-    assert res.exit_code != 0 and "conditional or diffusion" in res.output
+    assert res.exit_code != 0 and "must be one of conditional, diffusion" in res.output
 
 
 def test_conditional_train_generate_validate(tiny_dataset, tmp_path):
@@ -67,6 +67,27 @@ def test_diffusion_train_generate(tiny_dataset, tmp_path):
     assert res.exit_code == 0, res.output
     assert "pseudo-label" in res.output
     assert len(list((out / "synth" / "images").glob("*.png"))) == 2
+
+
+def test_conditional_diffusion_train_generate_validate(tiny_dataset, tmp_path):
+    run = tmp_path / "cdiff"
+    train = ["train-generator", str(tiny_dataset), "--out", str(run), *COMMON]
+    train += ["--kind", "conditional-diffusion", "--channels", "4,8", "--inference-steps", "2"]
+    res = runner.invoke(app, [*train, "--map-dropout", "0.2", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "map_dropout: 0.2" in res.output and "guidance: 1.0" in res.output
+    res = runner.invoke(app, [*train, "--map-dropout", "1.5"])
+    assert res.exit_code != 0 and "map_dropout" in res.output
+    res = runner.invoke(app, [*train, "--map-dropout", "0.2", "--ema-decay", "0.9"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "synth"
+    args = ["generate", "--model", str(run), "--n", "2", "--out", str(out), "--no-progress"]
+    res = runner.invoke(app, [*args, "--target", "Crop>=0.25", "--guidance", "2", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert "conditional-diffusion:cdiff@step2" in res.output and "class share" in res.output
+    assert len(list((out / "synth" / "masks").glob("*.png"))) == 2
+    res = runner.invoke(app, ["validate", str(out), "--no-progress"])
+    assert res.exit_code == 0 and "no problems" in res.output, res.output
 
 
 def test_import_samples_command(tmp_path):

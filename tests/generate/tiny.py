@@ -6,6 +6,7 @@ from pathlib import Path
 
 from groundsynth.generate.conditional.config import ConditionalConfig
 from groundsynth.generate.conditional.spade import SpadeConfig
+from groundsynth.generate.conditional_diffusion import ConditionalDiffusionConfig
 from groundsynth.generate.config import TrainConfig
 from groundsynth.generate.diffusion import DiffusionConfig
 
@@ -26,13 +27,31 @@ def tiny_diffusion(**kw) -> DiffusionConfig:
     return DiffusionConfig(block_out_channels=(4, 8), layers_per_block=1, inference_steps=2, **kw)
 
 
+def tiny_conditional_diffusion(**kw) -> ConditionalDiffusionConfig:
+    """:func:`tiny_diffusion`'s U-Net with the map as 7 more input channels."""
+    kw.setdefault("ema_decay", 0.9)
+    kw.setdefault("block_out_channels", (4, 8))
+    kw.setdefault("layers_per_block", 1)
+    kw.setdefault("inference_steps", 2)
+    return ConditionalDiffusionConfig(**kw)
+
+
+TINY_MODELS = {
+    "conditional": tiny_conditional,
+    "diffusion": tiny_diffusion,
+    "conditional-diffusion": tiny_conditional_diffusion,
+}
+
+
 def train_config(kind: str, dataset: Path, out: Path, **kw) -> TrainConfig:
-    """A 2-step, batch-2, 32 px training config of ``kind`` (options overridable)."""
+    """A 2-step, batch-2, 32 px training config of ``kind``, without learning curves (options
+    overridable; tests/generate/test_curves.py turns the curves on)."""
     model = kw.pop("model", None)
     if model is None:
-        model = tiny_conditional() if kind == "conditional" else tiny_diffusion()
+        model = TINY_MODELS[kind]()
     base = dict(
         image_size=32, max_steps=2, batch_size=2, checkpoint_every=2, num_workers=0, grid_rows=2
     )
+    base["eval_every"] = 0  # no learning curves unless asked for
     base.update(kw)
     return TrainConfig(kind=kind, dataset=str(dataset), out=str(out), model=model, **base)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from groundsynth.benchmark.data import (
 )
 from groundsynth.benchmark.lightning_module import OptimConfig
 from groundsynth.benchmark.model import ModelSpec
+from groundsynth.benchmark.weights import is_weights_name, resolve_weights
 from groundsynth.errors import InputError
 from groundsynth.runs import to_plain
 
@@ -33,7 +34,9 @@ class BenchmarkConfig:
     Data: ``real`` / ``synthetic`` dataset directories; ``train`` regimes, ``val`` set and
     ``test`` sets in the syntax of :mod:`groundsynth.benchmark.data`. Model: ``archs`` (keys of
     :data:`~groundsynth.benchmark.model.ARCHITECTURES`), ``encoder``, ``encoder_depth``,
-    ``decoder_width``, ``encoder_weights`` (local file or ``None``), ``normalisation``.
+    ``decoder_width``, ``encoder_weights`` (a name of
+    :func:`~groundsynth.benchmark.weights.list_weights`, a local file or ``None``),
+    ``normalisation``.
     Training: ``seeds``, ``loss`` (dice / ce), ``lr``, ``weight_decay``, ``batch_size``,
     ``max_epochs``, ``max_steps`` (-1: no limit), ``patience`` (early stopping, in validation
     rounds), ``plateau_patience`` / ``plateau_factor`` (ReduceLROnPlateau), ``augment``,
@@ -103,7 +106,9 @@ class BenchmarkConfig:
         if len(set(self.archs)) != len(self.archs):
             raise InputError(f"an architecture is given twice: {list(self.archs)}")
         for arch in self.archs:
-            self.model_spec(arch)  # validates arch, encoder depth, normalisation
+            spec = self.model_spec(arch)  # validates arch, encoder depth, normalisation
+        if is_weights_name(self.encoder_weights):  # fits the encoder? (nothing downloaded)
+            resolve_weights(str(self.encoder_weights), self.encoder, spec.in_channels)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
         self.optim()
@@ -111,6 +116,11 @@ class BenchmarkConfig:
         if self.max_epochs < 1 or (self.max_steps != -1 and self.max_steps < 1):
             raise InputError(
                 f"max_epochs must be >= 1 and max_steps >= 1 or -1, got {self.max_epochs}, {self.max_steps}"
+            )
+        if self.limit_val_batches is not None and not self.limit_val_batches > 0:
+            raise InputError(
+                f"limit_val_batches must be > 0, got {self.limit_val_batches}: validation picks "
+                "the tested checkpoint and drives early stopping (use e.g. 0.1 or 2 for quick runs)"
             )
         if self.patience < 1 or self.num_nodes < 1:
             raise InputError(
@@ -161,7 +171,9 @@ class BenchmarkConfig:
             out=str(Path(self.out).resolve()),
             real=absolute(self.real),
             synthetic=absolute(self.synthetic),
-            encoder_weights=absolute(self.encoder_weights),
+            encoder_weights=str(self.encoder_weights).strip().lower()
+            if is_weights_name(self.encoder_weights)
+            else absolute(self.encoder_weights),
             train=tuple(r.name for r in self.regimes()),
             archs=tuple(self.model_spec(a).arch for a in self.archs),
             seeds=tuple(int(s) for s in self.seeds),

@@ -5,7 +5,9 @@ default) or cross-entropy. Optimiser: AdamW (lr 1e-3) with ``ReduceLROnPlateau``
 validation macro F1. Validation and test scores come from streaming confusion matrices
 (:class:`~groundsynth.benchmark.metrics.SegmentationMetrics`) over the whole split, summed
 across processes under DDP. Logged names: ``train/loss``, ``val/loss``, ``val/<metric>`` and
-``test/<set>/<metric>`` for the macro metrics and accuracy.
+``test/<set>/<metric>`` for the macro metrics and accuracy. Validation runs at every epoch's
+end and at the last step, also when ``max_steps`` ends training inside an epoch (Lightning
+alone would stop there without validating).
 
 Training batches get random flips and transposes (the 8 symmetries of the square) when
 ``augment="flips"``, drawn from torch's global generator, so they follow the run's seed.
@@ -122,7 +124,7 @@ class SegmentationModule(L.LightningModule):
             SegmentationMetrics(num_classes=classes) for _ in self.test_names
         )
         self.test_results: dict[str, dict[str, float]] = {}
-        self.val_history: list[dict[str, float]] = []
+        self.val_history: list[dict[str, float]] = []  # epoch, step, scores per round
         self.save_hyperparameters(
             {
                 "model": model.spec.to_dict(),
@@ -150,6 +152,14 @@ class SegmentationModule(L.LightningModule):
             batch_size=len(images),
         )
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning validates at an epoch's last batch only, so a run whose ``max_steps`` ends
+        # inside an epoch would stop without validating (no ``val/f1``: no best checkpoint, no
+        # early stopping). Asking it to stop at that step makes it validate first.
+        max_steps = self.trainer.max_steps
+        if max_steps != -1 and self.trainer.global_step >= max_steps:
+            self.trainer.should_stop = True
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(
@@ -179,7 +189,11 @@ class SegmentationModule(L.LightningModule):
         self.log_dict(logged, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.val_history.append(
-                {"epoch": self.current_epoch, **{k: scores[k] for k in _LOGGED}}
+                {
+                    "epoch": self.current_epoch,
+                    "step": self.global_step,
+                    **{k: scores[k] for k in _LOGGED},
+                }
             )
 
     # ----------------------------------------------------------------- test

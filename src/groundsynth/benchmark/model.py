@@ -11,10 +11,11 @@ Checkpoints (:func:`save_segmenter` / :func:`load_segmenter`) are one ``.pt`` fi
 ``{"format", "version", "info", "state_dict"}`` -- plain containers and tensors only, loaded
 with ``torch.load(weights_only=True)`` (no pickled code is ever executed).
 
-Encoder weights are never downloaded: pass ``encoder_weights=None`` (random initialisation) or
-the path of a local state-dict file (``.pt``/``.pth``/``.bin``/``.safetensors``) of the
-encoder, e.g. one saved once with
-``torch.save(smp.encoders.get_encoder("resnet34", weights="imagenet").state_dict(), "r34.pth")``.
+Encoder weights: ``encoder_weights=None`` (random initialisation), a name of
+:mod:`groundsynth.benchmark.weights` (``imagenet``, ``ssl4eo-s12-rgb-moco-resnet18``, ...;
+downloaded once into its cache, checked against the encoder and band count first) or the path
+of a local state-dict file (``.pt``/``.pth``/``.bin``/``.safetensors``) of the encoder. What
+was loaded (name, URL, path, SHA-256) is recorded in ``info["encoder_weights"]``.
 
 >>> model = build_model("unet", "resnet18", encoder_depth=3)       # doctest: +SKIP
 >>> save_segmenter("unet.pt", model, {"trained_on": "real"})       # doctest: +SKIP
@@ -34,6 +35,7 @@ from groundsynth._optional import lazy_import
 from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
 from groundsynth.errors import InputError
 from groundsynth.io import atomic_path
+from groundsynth.runs import file_digest
 
 torch = lazy_import("torch")
 nn = torch.nn
@@ -279,8 +281,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch/safetensors raise many types
         raise InputError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for wrapper in ("state_dict", "model"):  # training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path}: not a state dict (a mapping of names to tensors)")
     return state
@@ -289,29 +293,87 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_encoder_weights(net: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load a local encoder state dict into ``net.encoder``.
 
-    Keys may carry an ``encoder.`` prefix (a whole smp model's state dict); classifier heads
-    and other keys the encoder lacks are ignored (and logged). Every encoder parameter must be
-    found, with its shape, else :class:`InputError` names what is missing.
+    Keys are matched by :func:`~groundsynth.benchmark.weights.match_encoder_keys`: they may
+    carry a prefix (``encoder.`` of a whole smp model, ``backbone.``, ``module.``) or be a full
+    timm/torchvision model's; classifier heads and other keys the encoder lacks are ignored
+    (and logged). Every encoder parameter must be found, with its shape, else
+    :class:`InputError` names what is missing.
     """
+    from groundsynth.benchmark.weights import match_encoder_keys
+
     path = Path(path)
     state = _read_state_dict(path)
-    if any(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     own = net.encoder.state_dict()
-    missing = [k for k in own if k not in state]
-    bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    found = match_encoder_keys(state, own)
+    missing = [k for k in own if k not in found]
+    bad = [k for k, s in found.items() if tuple(state[s].shape) != tuple(own[k].shape)]
     if missing or bad:
+        bands = next(
+            (
+                f"; it was made for {state[found[k]].shape[1]} input band(s), "
+                f"the model has {own[k].shape[1]}"
+                for k in bad
+                if own[k].ndim == 4 and state[found[k]].shape[0] == own[k].shape[0]
+                and state[found[k]].shape[2:] == own[k].shape[2:]
+            ),
+            "",
+        )  # fmt: skip
         raise InputError(
             f"{path}: does not fit encoder {type(net.encoder).__name__}: "
-            f"{len(missing)} missing key(s) {missing[:3]}, {len(bad)} shape mismatch(es) {bad[:3]}; "
+            f"{len(missing)} missing key(s) {missing[:3]}, {len(bad)} shape mismatch(es) "
+            f"{bad[:3]}{bands} (the file's keys begin {list(state)[:3]}); "
             "give the state dict of the same encoder (and in_channels)"
         )
-    unused = [k for k in state if k not in own]
+    used = set(found.values())
+    unused = [k for k in state if k not in used]
     if unused:
         logger.info(
             "%s: ignored %d key(s) the encoder lacks, e.g. %s", path, len(unused), unused[:3]
         )
-    net.encoder.load_state_dict({k: state[k] for k in own})
+    net.encoder.load_state_dict({k: state[found[k]] for k in own})
+
+
+def _normalisation_name(mean: tuple[float, ...], std: tuple[float, ...]) -> str | None:
+    """The key of :data:`NORMALISATIONS` equal to ``mean``/``std``, else ``None``."""
+    for key, value in NORMALISATIONS.items():
+        m, s = value if value is not None else ((0.0,), (1.0,))
+        if len(m) == 1:
+            m, s = m * len(mean), s * len(std)
+        if (len(m), len(s)) == (len(mean), len(std)) and all(
+            abs(a - b) < 1e-3 for a, b in zip((*m, *s), (*mean, *std), strict=True)
+        ):
+            return key
+    return None
+
+
+def _load_weights(
+    net: nn.Module, spec: ModelSpec, weights: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Load named or local encoder weights into ``net``; return what was used (JSON-able)."""
+    from groundsynth.benchmark.weights import fetch_weights, is_weights_name
+
+    if not is_weights_name(weights):
+        path = Path(weights).resolve()
+        load_encoder_weights(net, path)
+        return {"name": None, "url": None, "path": str(path), "sha256": file_digest(path)}
+    fetched = fetch_weights(str(weights), spec.encoder, spec.in_channels)
+    load_encoder_weights(net, fetched.path)
+    record = fetched.record()
+    if fetched.mean is not None and fetched.std is not None:
+        expected = _normalisation_name(fetched.mean, fetched.std)
+        record["normalisation_expected"] = expected
+        if expected != spec.normalisation:
+            logger.warning(
+                "encoder weights %r were trained on inputs normalised with mean %s, std %s "
+                "(%s); this model uses normalisation %r%s",
+                fetched.weights.name,
+                list(fetched.mean),
+                list(fetched.std),
+                fetched.weights.inputs,
+                spec.normalisation,
+                f": pass --normalisation {expected}" if expected else "",
+            )
+    return record
 
 
 def build_model(
@@ -328,12 +390,15 @@ def build_model(
     """Build a :class:`Segmenter` (see :class:`ModelSpec` for the arguments).
 
     Args:
-        encoder_weights: ``None`` (random initialisation) or a local encoder state-dict file
-            (see :func:`load_encoder_weights`). Nothing is ever downloaded.
+        encoder_weights: ``None`` (random initialisation), a name of
+            :func:`~groundsynth.benchmark.weights.list_weights` (downloaded once into the
+            cache) or a local encoder state-dict file (see :func:`load_encoder_weights`).
 
     Raises:
-        InputError: unknown architecture, bad option, encoder the architecture cannot use, or
+        InputError: unknown architecture, bad option, encoder the architecture cannot use,
+            unknown weights name, weights made for another encoder or band count, or an
             unusable weights file.
+        FetchError: named weights could not be downloaded or failed their checksum.
     """
     spec = ModelSpec(
         arch=arch,
@@ -350,7 +415,10 @@ def build_model(
 def build_from_spec(
     spec: ModelSpec, encoder_weights: str | os.PathLike[str] | None = None
 ) -> Segmenter:
-    """Build a :class:`Segmenter` from a :class:`ModelSpec` (see :func:`build_model`)."""
+    """Build a :class:`Segmenter` from a :class:`ModelSpec` (see :func:`build_model`).
+
+    Its ``info["encoder_weights"]`` records the weights loaded (``None``: random init).
+    """
     cls = get_architecture(spec.arch)
     try:
         net = cls(encoder_weights=None, **spec.smp_kwargs())
@@ -359,9 +427,8 @@ def build_from_spec(
             f"cannot build {spec.arch} with encoder {spec.encoder!r} "
             f"(depth {spec.encoder_depth}): {exc}"
         ) from exc
-    if encoder_weights is not None:
-        load_encoder_weights(net, encoder_weights)
-    return Segmenter(net, spec)
+    record = None if encoder_weights is None else _load_weights(net, spec, encoder_weights)
+    return Segmenter(net, spec, {"encoder_weights": record})
 
 
 def save_segmenter(

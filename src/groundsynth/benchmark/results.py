@@ -1,7 +1,8 @@
 """Result tables of the segmentation benchmark: runs, mean / std / 95 % CI across seeds.
 
 One *run row* per (architecture, regime, seed, test set) holds that run's scores (fractions in
-0..1). The *summary* groups rows by (architecture, regime, test set) and gives, for every
+0..1), the pixel floor's macro IoU on that test set (``floor_iou``) and whether the run beat
+its floor (``learned``, see :mod:`.learning`). The *summary* groups rows by (architecture, regime, test set) and gives, for every
 score, the mean, the sample standard deviation (ddof 1) and a two-sided 95 % Student-t
 confidence interval of the mean across seeds: ``mean +- t(0.975, n-1) * std / sqrt(n)``. With
 one seed the standard deviation and the interval are undefined: they are ``nan`` (empty in
@@ -160,16 +161,20 @@ def to_markdown(
         "",
         "## Runs",
         "",
-        "| arch | regime | seed | test set | F1 | IoU | precision | recall | accuracy | epochs | best val F1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | regime | seed | test set | F1 | IoU | precision | recall | accuracy | epochs "
+        "| best val F1 | floor IoU | learned |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [_pct(r.get(m, math.nan), math.nan, math.nan, math.nan) for m in _MACRO]
         best = r.get("best_val_f1", math.nan)
+        floor = r.get("floor_iou", math.nan)
+        learned = {True: "yes", False: "**no**"}.get(r.get("learned"), "n/a")
         lines.append(
             f"| {r['arch']} | `{r['regime']}` | {r['seed']} | {r['test_set']} | "
             + " | ".join(cells)
-            + f" | {r.get('epochs', '')} | {_pct(best, math.nan, math.nan, math.nan)} |"
+            + f" | {r.get('epochs', '')} | {_pct(best, math.nan, math.nan, math.nan)}"
+            + f" | {_pct(floor, math.nan, math.nan, math.nan)} | {learned} |"
         )
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -2,12 +2,18 @@
 
 For every architecture, training regime (see :mod:`groundsynth.benchmark.data`) and seed, a
 Lightning ``Trainer`` trains a segmenter with early stopping on the validation macro F1, keeps
-the best checkpoint and scores it on each test set with streaming confusion matrices. Layout of
-the output directory::
+the best checkpoint and scores it on each test set with streaming confusion matrices.
+Validation runs at the end of every epoch and at the last step (``max_steps`` inside an epoch
+included), so the tested weights are always the best validation round's
+(``metrics.json``'s ``tested_checkpoint``). Every run is checked against the pixel floor of its
+training samples (:mod:`groundsynth.benchmark.learning`): ``metrics.json``'s ``learning`` block,
+the ``floor_iou`` / ``learned`` columns of the tables, and a warning naming each run that does
+not beat its floor. Layout of the output directory::
 
     OUT/
       config.yaml  manifest.json  benchmark-segmentation.log     the whole benchmark
       results.csv  summary.csv  results.md  results.json          tables (see .results)
+      floors/<regime slug>[-seed<k>].json                         pixel floors (see .learning)
       runs/<arch>/<regime slug>/seed<k>/
         config.yaml  manifest.json  train.log                     that run
         segmenter.pt                                              best weights (load_segmenter)
@@ -29,11 +35,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from groundsynth._optional import lazy_import
@@ -49,6 +57,7 @@ from groundsynth.benchmark.data import (
     SegmentationDataModule,
 )
 from groundsynth.benchmark.interrupt import reraise_interrupt
+from groundsynth.benchmark.learning import FloorStore, warn_not_learned
 from groundsynth.benchmark.lightning_module import MONITOR, SegmentationModule
 from groundsynth.benchmark.model import build_from_spec, save_segmenter
 from groundsynth.benchmark.results import KEY_COLUMNS, WORLDCOVER_NOTE, json_safe, write_results
@@ -119,7 +128,9 @@ def _check_image_sizes(modules: list[SegmentationDataModule]) -> None:
 def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """Run rows (one per test set) from a run's ``metrics.json``."""
     rows = []
+    learning = metrics.get("learning") or {}  # absent in runs finished before the check
     for test_set, scores in metrics["test"].items():
+        floor_iou = ((learning.get("floor") or {}).get(test_set) or {}).get("iou")
         row = {
             "arch": metrics["arch"],
             "regime": metrics["regime"],
@@ -129,10 +140,36 @@ def _rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "steps": metrics.get("steps"),
             "best_val_f1": metrics.get("best_val_f1"),
             "seconds": metrics.get("seconds"),
+            "floor_iou": _float(floor_iou),
+            "learned": learning.get("passed"),
         }
         row.update({k: (float("nan") if v is None else v) for k, v in scores.items()})
         rows.append(row)
     return rows
+
+
+def _float(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _tested_checkpoint(
+    best_path: str, best: Any, history: list[dict[str, Any]], trainer: Any
+) -> dict[str, Any]:
+    """Which weights ``trainer.test`` scored: the best validation round's ``step``, ``epoch``
+    and ``val_f1`` (the first round with the highest logged F1, as ModelCheckpoint keeps it),
+    or the last weights (``kind: last``) when no round saved a checkpoint."""
+    if not best_path or best is None:
+        return {"kind": "last", "step": int(trainer.global_step), "val_f1": None,
+                "epoch": int(trainer.current_epoch)}  # fmt: skip
+    logged = float(best)  # float32, as logged
+    for entry in history:
+        f1 = entry.get("f1")
+        f1 = 0.0 if f1 is None or math.isnan(f1) else f1  # logged as 0 (see the module)
+        if float(np.float32(f1)) == logged:
+            return {"kind": "best", "step": entry.get("step"), "val_f1": f1,
+                    "epoch": entry.get("epoch")}  # fmt: skip
+    log.warning("best checkpoint's val F1 %s matches no validation round", logged)
+    return {"kind": "best", "step": None, "val_f1": logged, "epoch": None}
 
 
 def _train_one(
@@ -142,8 +179,13 @@ def _train_one(
     regime: Regime,
     seed: int,
     run_dir: Path,
+    floors: FloorStore | None = None,
 ) -> dict[str, Any]:
-    """Train, test and save one run; return its metrics (the ``metrics.json`` content)."""
+    """Train, test and save one run; return its metrics (the ``metrics.json`` content).
+
+    ``floors``: where the regime's pixel floor is kept; with it (on rank zero) the metrics get
+    the ``learning`` block of :mod:`groundsynth.benchmark.learning`.
+    """
     L = lazy_import("lightning.pytorch")
     torch = lazy_import("torch")
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -184,9 +226,10 @@ def _train_one(
             save_top_k=1,
             save_weights_only=True,
             enable_version_counter=False,
+            save_on_train_epoch_end=False,  # right after each validation round: its weights
         )
-        # checked after validation rounds only; a run whose max_steps ends before the first
-        # validation (tiny quick runs) simply has nothing to stop on
+        # checked after validation rounds only: at each epoch's end and at max_steps (the module
+        # asks Lightning to stop, hence validate, there)
         stop = EarlyStopping(
             monitor=MONITOR, mode="max", patience=cfg.patience, strict=False,
             check_on_train_epoch_end=False,
@@ -230,12 +273,17 @@ def _train_one(
             "epochs": int(trainer.current_epoch),
             "steps": int(trainer.global_step),
             "best_val_f1": float(best) if best is not None else None,
+            "tested_checkpoint": _tested_checkpoint(best_path, best, module.val_history, trainer),
             "val_history": module.val_history,
             "test": module.test_results,
             "data": dm.describe(),
             "checkpoint": "segmenter.pt",
             "seconds": round(time.time() - t0, 3),
         }
+        if rank_zero and floors is not None:
+            metrics["learning"] = floors.check(dm, seed, module.test_results)
+            if not metrics["learning"]["passed"]:
+                warn_not_learned(f"{arch}/{regime.name}/seed{seed}", metrics["learning"])
         if rank_zero:
             name = f"{arch}-{regime.slug}-seed{seed}"
             save_segmenter(
@@ -256,9 +304,14 @@ def _train_one(
                 run.finish(
                     inputs=[p for p in (cfg.real, cfg.synthetic, cfg.encoder_weights) if p],
                     outputs=json_safe(
-                        {"best_val_f1": metrics["best_val_f1"], "test": module.test_results}
+                        {
+                            "best_val_f1": metrics["best_val_f1"],
+                            "test": module.test_results,
+                            "learning": metrics.get("learning"),
+                        }
                     ),
                     digest=[run_dir / "segmenter.pt"],
+                    extra={"encoder_weights": module.model.info.get("encoder_weights")},
                 )
             write_json(run_dir / "metrics.json", json_safe(metrics))  # last: marks it finished
         return metrics
@@ -292,7 +345,7 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
     ]
     _check_image_sizes(modules)
     for arch in cfg.archs:  # unusable encoder / architecture / weights combinations
-        build_from_spec(cfg.model_spec(arch), cfg.encoder_weights)
+        weights = build_from_spec(cfg.model_spec(arch), cfg.encoder_weights).info
     # Find finished runs (and conflicting ones) before anything is written.
     plan = [
         (
@@ -311,6 +364,7 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         if rank_zero
         else None
     )
+    floors = FloorStore(out / "floors") if rank_zero else None  # one floor per training set
     try:
         rows: list[dict[str, Any]] = []
         trained: list[str] = []
@@ -327,7 +381,7 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
                 log.info("clearing unfinished run %s", run_dir)
                 shutil.rmtree(run_dir)
             log.info("training %s", key)
-            rows += _rows(_train_one(cfg, readers, arch, regime, seed, run_dir))
+            rows += _rows(_train_one(cfg, readers, arch, regime, seed, run_dir, floors))
             trained.append(key)
         rows.sort(key=lambda r: tuple(str(r[k]) for k in KEY_COLUMNS))
         notes = [
@@ -344,7 +398,11 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
                 run.finish(
                     inputs=[p for p in (cfg.real, cfg.synthetic, cfg.encoder_weights) if p],
                     outputs={"runs": len(trained) + len(skipped), "files": files},
-                    extra={"trained": trained, "resumed": skipped},
+                    extra={
+                        "trained": trained,
+                        "resumed": skipped,
+                        "encoder_weights": weights.get("encoder_weights"),
+                    },
                 )
     finally:
         if run is not None:

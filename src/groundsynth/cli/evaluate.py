@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from groundsynth.benchmark.weights import list_weights
 from groundsynth.cli._common import console, friendly, progress_bar
 from groundsynth.cli._groups import benchmark_app
 
@@ -89,9 +90,12 @@ def segmentation_cmd(
     decoder_width: int | None = typer.Option(
         None, help="Decoder base width (default: smp's, = 16)."
     ),
-    encoder_weights: Path | None = typer.Option(
+    encoder_weights: str | None = typer.Option(
         None,
-        help="Local encoder state-dict file (.pth/.safetensors); default: random init. Never downloaded.",
+        help="Encoder weights: a NAME, downloaded once into the cache ($GROUNDSYNTH_CACHE/weights, "
+        f"else ~/.cache/groundsynth/weights): {', '.join(list_weights())}; or a local state-dict "
+        "file (.pth/.safetensors). Default: random init. "
+        "E.g. --encoder resnet18 --encoder-weights ssl4eo-s12-rgb-moco-resnet18 --normalisation none.",
     ),
     normalisation: str = typer.Option("imagenet", help="Input normalisation: imagenet or none."),
     seeds: str = typer.Option("3", help="Seed count (3 -> 0,1,2) or list (0,5,7)."),
@@ -158,7 +162,7 @@ def segmentation_cmd(
         encoder=encoder,
         encoder_depth=encoder_depth,
         decoder_width=decoder_width,
-        encoder_weights=str(encoder_weights) if encoder_weights else None,
+        encoder_weights=encoder_weights or None,
         normalisation=normalisation,  # type: ignore[arg-type]
         seeds=_seeds(seeds),
         loss=loss,  # type: ignore[arg-type]
@@ -201,6 +205,15 @@ def segmentation_cmd(
             _pct(r["accuracy_mean"], r["accuracy_std"]),
         )
     console.print(table)
+    missed = sorted(
+        {
+            f"{r['arch']}/{r['regime']}/seed{r['seed']}"
+            for r in result.rows
+            if r.get("learned") is False
+        }
+    )
+    if missed:
+        console.print(f"[yellow]runs that did not beat their pixel floor:[/] {', '.join(missed)}")
     console.print(
         f"runs trained {len(result.trained)}, resumed {len(result.skipped)}; "
         f"tables: {result.files['markdown']}"

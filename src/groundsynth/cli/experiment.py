@@ -92,6 +92,18 @@ def transfer_cmd(
         None,
         help="Grounding filter: minimum per-sample mIoU between a grounded sample's map and the real-trained segmenter's reading (default: half the segmenter's own mIoU on real images, keeping at least the largest budget's worth).",
     ),
+    family: str = typer.Option(
+        "diffusion",
+        help="Generator family: diffusion (grounded = the U-Net with the map as input, ungrounded = the same U-Net without it: grounding is the only difference) or gan (grounded = SPADE, as ARAS400k; ungrounded = diffusion).",
+    ),
+    guidance: float = typer.Option(
+        1.0, help="family diffusion: classifier-free guidance scale when painting maps (1: none)."
+    ),
+    synthetic_only: bool = typer.Option(
+        True,
+        "--synthetic-only/--no-synthetic-only",
+        help="Also train on synthetic data alone (two more regimes per budget).",
+    ),
     oversample: float = typer.Option(
         1.5, help="Generate this many times the largest budget (the filter drops some)."
     ),
@@ -110,8 +122,10 @@ def transfer_cmd(
 ) -> None:
     """Does grounded augmentation beat ungrounded augmentation, in-domain and across regions?
 
-    Trains a segmenter on real A; a SPADE generator on A's maps (grounded, then filtered by
-    label fidelity) and a diffusion model on A's images (ungrounded, pseudo-labelled); then,
+    Trains a segmenter on real A; a map-conditioned generator on A's maps (grounded, then
+    filtered by label fidelity) and an unconditional one on A's images (ungrounded,
+    pseudo-labelled); checks that every model learned (segmenters against a per-pixel linear
+    floor, generators against the real ceiling and real-halves FD); then,
     per budget and seed, segmenters on real / real + ungrounded / real + grounded / synthetic
     only, scored on A's test split and on B. Writes results.csv (means with 95 % CIs),
     differences.csv (grounded - ungrounded per seed: t-interval below 20 seeds, paired
@@ -129,6 +143,7 @@ def transfer_cmd(
         seeds=_seeds(seeds), archs=tuple(a.strip() for a in archs.split(",") if a.strip()),
         preset=preset,  # type: ignore[arg-type]
         min_label_fidelity=min_label_fidelity, oversample=oversample, target_split=target_split,
+        family=family, guidance=guidance, synthetic_only=synthetic_only,  # type: ignore[arg-type]
         max_epochs=max_epochs, generator_steps=generator_steps, diffusion_steps=diffusion_steps,
         device=device, progress=progress,
     )  # fmt: skip
@@ -142,6 +157,12 @@ def transfer_cmd(
     for d in result["differences"]:
         if d["metric"] == "f1":
             console.print(f"{d['domain']}: {d['comparison']}: {format_difference(d, 'F1 points')}")
+    learning = result.get("learning") or {}
+    if learning and not learning.get("passed"):
+        console.print(
+            "[bold yellow]learning checks failed[/]: " + "; ".join(learning.get("failed", []))
+            + " — the comparison's conclusion is withheld (see experiment.json: learning)"
+        )
     console.print(
         f"written: {out / 'results.csv'}, {out / 'differences.csv'}, {out / 'experiment.json'}"
     )

@@ -43,7 +43,9 @@ def train_generator_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (or resume)."),
     kind: str = typer.Option(
-        "conditional", help="conditional (map -> image, grounded) or diffusion (unconditional)."
+        "conditional",
+        help="conditional (SPADE GAN, map -> image, grounded), diffusion (unconditional) or "
+        "conditional-diffusion (the diffusion model given the map, grounded).",
     ),
     image_size: int = typer.Option(256, help="Training image size (a multiple of 32)."),
     max_steps: int = typer.Option(100_000, help="Total optimisation steps (resuming continues)."),
@@ -76,27 +78,65 @@ def train_generator_cmd(
         0.0, help="conditional: weight of an L1 loss to the real image."
     ),
     channels: str = typer.Option(
-        "128,128,256,256,512,512", help="diffusion: U-Net channels per resolution."
+        "128,128,256,256,512,512", help="diffusion kinds: U-Net channels per resolution."
     ),
     sampler: str = typer.Option(
-        "dpm-solver", help="diffusion: default sampler, ddim or dpm-solver."
+        "dpm-solver", help="diffusion kinds: default sampler, ddim or dpm-solver."
     ),
-    inference_steps: int = typer.Option(25, help="diffusion: default sampling steps."),
+    inference_steps: int = typer.Option(25, help="diffusion kinds: default sampling steps."),
+    map_dropout: float = typer.Option(
+        0.1,
+        help="conditional-diffusion: share of training samples without their map (classifier-"
+        "free guidance).",
+    ),
+    guidance: float = typer.Option(
+        1.0, help="conditional-diffusion: default guidance scale (1: the map alone, 0: no map)."
+    ),
     ema_decay: float | None = typer.Option(
         None,
         help="EMA decay of the sampling weights (default 0.999 conditional, 0.9999 diffusion).",
     ),
+    eval_every: int | None = typer.Option(
+        None,
+        help="Steps between learning-curve evaluations on held-out data (default: "
+        "--checkpoint-every; 0: none). Writes curves.csv and curves.png.",
+    ),
+    eval_split: str = typer.Option(
+        "val", help="Held-out split (val falls back to test, then to a held-out training tail)."
+    ),
+    eval_samples: int = typer.Option(64, help="Held-out samples per evaluation."),
+    eval_segmenter: Path | None = typer.Option(
+        None,
+        help="A real-trained segmenter.pt: reads samples back and gives the FD features "
+        "(default: the pixel floor and a coarse fixed descriptor).",
+    ),
+    stop_on_plateau: bool = typer.Option(
+        False,
+        "--stop-on-plateau/--no-stop-on-plateau",
+        help="Stop once label fidelity (FD for diffusion) stops improving.",
+    ),
+    plateau_patience: int = typer.Option(
+        5, help="With --stop-on-plateau: evaluations without improvement before stopping."
+    ),
+    plateau_min_delta: float = typer.Option(
+        0.0, help="With --stop-on-plateau: the least change that counts as an improvement."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
-    """Train a generator on a dataset: a grounded SPADE GAN (map -> image) or an unconditional
-    diffusion model. Checkpoints, sample grids and losses go into the run directory; rerun the
-    same command (optionally with a larger --max-steps) to resume exactly.
+    """Train a generator on a dataset: a grounded SPADE GAN (map -> image), an unconditional
+    diffusion model, or the same diffusion model conditioned on the map (conditional-diffusion).
+    Checkpoints, sample grids and losses go into the run directory; rerun the same command
+    (optionally with a larger --max-steps) to resume exactly.
 
     Example: `groundsynth train-generator data/ --out runs/spade --kind conditional --max-steps 50000`
+
+    Example: `groundsynth train-generator data/ --out runs/spade --eval-every 1000 --stop-on-plateau`
+
+    Example: `groundsynth train-generator data/ --out runs/cdiff --kind conditional-diffusion --map-dropout 0.1`
     """
     _need_torch()
-    from groundsynth.generate.config import TrainConfig
+    from groundsynth.generate.config import KINDS, TrainConfig
 
     model: Any
     if kind == "conditional":
@@ -112,18 +152,23 @@ def train_generator_cmd(
             l1_weight=l1_weight,
             **extra,
         )
-    elif kind == "diffusion":
+    elif kind in ("diffusion", "conditional-diffusion"):
+        from groundsynth.generate.conditional_diffusion import ConditionalDiffusionConfig
         from groundsynth.generate.diffusion import DiffusionConfig
 
-        extra = {} if ema_decay is None else {"ema_decay": ema_decay}
-        model = DiffusionConfig(
+        extra: dict[str, Any] = {} if ema_decay is None else {"ema_decay": ema_decay}
+        cls: Any = DiffusionConfig
+        if kind == "conditional-diffusion":
+            cls = ConditionalDiffusionConfig
+            extra.update(map_dropout=map_dropout, guidance=guidance)
+        model = cls(
             block_out_channels=_ints(channels, "--channels"),
-            sampler=sampler,  # type: ignore[arg-type]
+            sampler=sampler,
             inference_steps=inference_steps,
             **extra,
         )
     else:
-        raise typer.BadParameter(f"--kind must be conditional or diffusion, got {kind!r}")
+        raise typer.BadParameter(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     config = TrainConfig(
         kind=kind,  # type: ignore[arg-type]
         dataset=str(dataset),
@@ -142,6 +187,13 @@ def train_generator_cmd(
         devices=devices,
         strategy=strategy,
         precision=precision,
+        eval_every=eval_every,
+        eval_split=eval_split,
+        eval_samples=eval_samples,
+        eval_segmenter=str(eval_segmenter) if eval_segmenter else None,
+        stop_on_plateau=stop_on_plateau,
+        plateau_patience=plateau_patience,
+        plateau_min_delta=plateau_min_delta,
         model=model,
     ).resolved()
     if dry_run:
@@ -157,6 +209,28 @@ def train_generator_cmd(
         f"{result.last_checkpoint}\nsample grids: {result.out / 'samples'}, losses: "
         f"{result.out / 'losses.csv'}"
     )
+    if result.stopped_early_at is not None:
+        console.print(
+            f"stopped early at step {result.stopped_early_at}: the learning curve plateaued"
+        )
+    if result.learning:
+        console.print(_learning_line(result.learning) + f"; curves: {result.out / 'curves.png'}")
+
+
+def _learning_line(learning: dict[str, Any]) -> str:
+    """The last learning-curve evaluation in one line."""
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    parts = []
+    if learning["label_fidelity"] is not None:
+        parts.append(
+            f"label fidelity {fmt(learning['label_fidelity'])} "
+            f"(real ceiling {fmt(learning['ceiling'])})"
+        )
+    parts.append(f"FD {fmt(learning['fd'])} (real halves {fmt(learning['fd_real_halves'])})")
+    return f"at step {learning['step']}: {', '.join(parts)}"
 
 
 # ----------------------------------------------------------------------------- generate
@@ -168,35 +242,44 @@ def generate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write (or resume)."),
     n: int = typer.Option(..., "--n", "-n", help="Number of samples."),
     layouts: str | None = typer.Option(
-        None, help="conditional: train-masks (default) or augmented (flips, rotations, tiling)."
+        None,
+        help="conditional kinds: train-masks (default) or augmented (flips, rotations, tiling).",
     ),
     target: str | None = typer.Option(
-        None, help="conditional: composition target, e.g. 'Shrub>=0.3, Water<=5%'."
+        None, help="conditional kinds: composition target, e.g. 'Shrub>=0.3, Water<=5%'."
     ),
     target_distribution: str | None = typer.Option(
-        None, help="conditional: class shares of the set, e.g. 'Shrub=0.3, Barren=0.2'."
+        None, help="conditional kinds: class shares of the set, e.g. 'Shrub=0.3, Barren=0.2'."
     ),
     masks: Path | None = typer.Option(
-        None, help="conditional: dataset of source masks (default: the training dataset)."
+        None, help="conditional kinds: dataset of source masks (default: the training dataset)."
     ),
-    layout_split: str = typer.Option("train", help="conditional: split of the source masks."),
+    layout_split: str = typer.Option("train", help="conditional kinds: split of the source masks."),
     split: str = typer.Option("synth", help="Split name of the generated samples."),
     seed: int = typer.Option(0, help="Seed of layouts and noise (sample i depends on seed, i)."),
     batch_size: int = typer.Option(16, help="Samples per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda[:N]."),
     precision: str = typer.Option("auto", help="auto (bf16 on CUDA), 32, bf16, 16."),
-    sampler: str | None = typer.Option(None, help="diffusion: ddim or dpm-solver."),
-    steps: int | None = typer.Option(None, help="diffusion: sampling steps."),
+    sampler: str | None = typer.Option(None, help="diffusion kinds: ddim or dpm-solver."),
+    steps: int | None = typer.Option(None, help="diffusion kinds: sampling steps."),
+    guidance: float | None = typer.Option(
+        None,
+        help="conditional-diffusion: classifier-free guidance scale (default: the model's; "
+        "1: the map alone, 0: no map, >1: follow the map more closely).",
+    ),
     image_size: int | None = typer.Option(None, help="Output size (default: the training size)."),
-    num_workers: int = typer.Option(0, help="conditional: processes preparing layouts."),
+    num_workers: int = typer.Option(0, help="conditional kinds: processes preparing layouts."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
-    """Generate a synthetic dataset with a trained generator. Conditional models paint layouts
-    (their masks are the maps); diffusion models write images only (pseudo-label them next).
-    Rerun the same command to resume; results depend only on --seed and the sample index.
+    """Generate a synthetic dataset with a trained generator. Conditional and
+    conditional-diffusion models paint layouts (their masks are the maps); diffusion models
+    write images only (pseudo-label them next). Rerun the same command to resume; results
+    depend only on --seed and the sample index.
 
     Example: `groundsynth generate --model runs/spade --target "Shrub>=0.3" --n 1000 --out synth/`
+
+    Example: `groundsynth generate --model runs/cdiff --guidance 2 --steps 25 --n 1000 --out synth/`
     """
     _need_torch()
     from groundsynth.generate.layouts import LayoutConfig
@@ -226,6 +309,7 @@ def generate_cmd(
         precision=precision,  # type: ignore[arg-type]
         sampler=sampler,
         steps=steps,
+        guidance=guidance,
         image_size=image_size,
         num_workers=num_workers,
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
+from groundsynth.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from groundsynth.errors import InputError
 
 __all__ = [
@@ -68,7 +68,8 @@ def sample_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(features (P, 6), classes (P,))`` from ``(image, mask)`` pairs.
 
-    ``pixels_per_image`` pixels are drawn per image (without replacement); once
+    ``pixels_per_image`` labelled pixels are drawn per image (without replacement; pixels
+    whose class is ``IGNORE_INDEX`` -- label nodata -- are never drawn); once
     ``max_pixels`` are held, later draws replace held ones uniformly (reservoir sampling), so
     memory is bounded whatever the number of images and every pixel drawn has the same chance
     of being kept.
@@ -84,7 +85,8 @@ def sample_pixels(
         m = np.asarray(mask).reshape(-1)
         if len(m) != len(f):
             raise InputError(f"image {image.shape[:2]} and mask {np.shape(mask)} sizes differ")
-        take = rng.choice(len(m), size=min(pixels_per_image, len(m)), replace=False)
+        valid = np.flatnonzero(m != IGNORE_INDEX)
+        take = valid[rng.choice(len(valid), size=min(pixels_per_image, len(valid)), replace=False)]
         fill = min(len(take), max_pixels - held)
         if fill:  # room left: keep them all
             feats[held : held + fill], labels[held : held + fill] = f[take[:fill]], m[take[:fill]]
@@ -174,11 +176,13 @@ class PixelFloor:
 
     def confusion(self, samples: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """``(C, C)`` int64 confusion matrix (rows map, columns prediction) over ``(image,
-        mask)`` pairs, streamed."""
+        mask)`` pairs, streamed; pixels whose class is ``IGNORE_INDEX`` are not counted."""
         cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
         for image, mask in samples:
             pred = self.predict(image).reshape(-1).astype(np.int64)
             m = np.asarray(mask).reshape(-1).astype(np.int64)
+            keep = m != IGNORE_INDEX
+            m, pred = m[keep], pred[keep]
             cm += np.bincount(m * NUM_CLASSES + pred, minlength=NUM_CLASSES**2).reshape(
                 NUM_CLASSES, NUM_CLASSES
             )

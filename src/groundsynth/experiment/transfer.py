@@ -5,17 +5,25 @@ With region A's real dataset (``source``) and region B's (``target``):
 
 1. a segmenter is trained on real A (the benchmark's ``real`` run of the first seed); it
    verifies grounded samples and pseudo-labels ungrounded ones;
-2. grounded synthetic data: a conditional (SPADE) generator trained on A paints A's training
-   maps (augmented layouts); samples whose image the segmenter does not read back as their map
+2. grounded synthetic data: a map-conditioned generator trained on A paints A's training
+   maps (augmented layouts) -- with ``family="diffusion"`` (default) a diffusers U-Net that
+   sees the map as input channels (``conditional-diffusion``), with ``family="gan"`` SPADE
+   (as ARAS400k's tooling); samples whose image the segmenter does not read back as their map
    are dropped — per-sample mIoU below ``min_label_fidelity``, or by default below half the
    segmenter's own mean mIoU on real images (kept at least the largest budget's worth, the
    best ones) — so the map is known *and* verified;
-3. ungrounded synthetic data: an unconditional diffusion model trained on A's images; its
-   samples get the segmenter's pseudo-labels, unchecked (what ARAS400k's synthetic split is);
+3. ungrounded synthetic data: an unconditional diffusion model trained on A's images (with
+   ``family="diffusion"`` the same U-Net and schedule as the grounded one, without the map, so
+   grounding is the only difference); its samples get the segmenter's pseudo-labels,
+   unchecked (what ARAS400k's synthetic split is);
 4. for each synthetic budget (a fraction of A's real training set) and seed, segmenters are
    trained on real A; real A + ungrounded; real A + grounded; grounded only; ungrounded only —
    and tested on A's test split (in-domain) and on B (cross-region);
-5. the table: means with 95 % CIs over seeds, and grounded − ungrounded paired by seed, with a
+5. learning checks (:mod:`.learning`): every real-trained segmenter against the pixel
+   floor, the grounded generator's label fidelity against the real ceiling, both generators'
+   feature fidelity against two halves of the real set; when one fails, the comparison's
+   conclusion is withheld in the report (``experiment.json`` ``learning``);
+6. the table: means with 95 % CIs over seeds, and grounded − ungrounded paired by seed, with a
    95 % CI (t-interval below 20 seeds, paired bootstrap from 20; the bootstrap interval is
    always given too), seeds won and an exact sign-flip p-value (see :mod:`.stats`).
 
@@ -56,7 +64,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "spade": {"width": 8, "max_channels": 32, "depth": 3, "z_dim": 8, "spade_hidden": 16},
         "cond": {"d_width": 8, "d_max_channels": 32, "d_depth": 3},
         "diffusion": {"block_out_channels": (8, 16), "layers_per_block": 1, "attention": False,
-                      "num_train_timesteps": 100, "inference_steps": 4, "ema_decay": 0.0},
+                      "num_train_timesteps": 100, "inference_steps": 4, "ema_decay": 0.0,
+                      "beta_schedule": "squaredcos_cap_v2"},
         "generator_steps": 20, "diffusion_steps": 20, "generator_batch": 4,
         "segmenter": {"encoder": "tu-test_resnet", "encoder_depth": 3, "decoder_width": 4},
         "max_epochs": 1, "max_steps": 6, "batch_size": 4,
@@ -67,9 +76,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # v-prediction and a high learning rate: at 200 CPU steps, epsilon-prediction at 1e-4
         # still samples pure noise; this gives blurry but image-like land cover (seen on the
         # demo's region A)
+        # the cosine schedule: with a linear one over few timesteps the last step still keeps
+        # much of the image, so sampling starts far from what the model was trained on
         "diffusion": {"block_out_channels": (16, 32, 64), "layers_per_block": 1, "attention": False,
                       "num_train_timesteps": 400, "inference_steps": 10, "ema_decay": 0.99,
-                      "prediction_type": "v_prediction", "lr": 2e-3},
+                      "prediction_type": "v_prediction", "lr": 2e-3,
+                      "beta_schedule": "squaredcos_cap_v2"},
         "generator_steps": 200, "diffusion_steps": 200, "generator_batch": 8,
         "segmenter": {"encoder": "resnet18", "encoder_depth": 3, "decoder_width": 8},
         "max_epochs": 3, "max_steps": -1, "batch_size": 16,
@@ -81,6 +93,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_epochs": 20, "max_steps": -1, "batch_size": 24,
     },
 }  # fmt: skip
+
+#: generator family -> (grounded kind, ungrounded kind)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "diffusion": ("conditional-diffusion", "diffusion"),
+    "gan": ("conditional", "diffusion"),
+}
 
 #: How the benchmark's test-set names read in the experiment's tables.
 DOMAINS = {"real/test": "in-domain (A test)", "synthetic/target": "cross-region (B)"}
@@ -97,6 +115,10 @@ class TransferConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     archs: tuple[str, ...] = ("unet",)
     preset: Preset = "small"
+    family: Literal["diffusion", "gan"] = "diffusion"
+    synthetic_only: bool = True
+    map_dropout: float = 0.1
+    guidance: float = 1.0
     target_split: str = "test"
     layouts: Literal["train-masks", "augmented"] = "augmented"
     min_label_fidelity: float | None = None
@@ -114,6 +136,10 @@ class TransferConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise InputError(f"unknown family {self.family!r}; valid: {', '.join(FAMILIES)}")
+        if not 0 <= self.map_dropout < 1 or self.guidance < 0:
+            raise InputError("map_dropout must be in [0, 1) and guidance >= 0")
         if self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
         if not self.budgets or any(not b > 0 for b in self.budgets):
@@ -141,16 +167,16 @@ class TransferConfig:
         return PRESETS[self.preset][name] if value is None else value
 
 
-def _regimes(budgets: tuple[float, ...]) -> list[str]:
+def _regimes(budgets: tuple[float, ...], synthetic_only: bool = True) -> list[str]:
     out = ["real"]
     for b in budgets:
         r = f"{b:g}" if "." in f"{b:g}" else f"{b:.1f}"  # a decimal point: a ratio, not a count
         out += [
             f"real,synthetic/ungrounded:{r}",
             f"real,synthetic/grounded:{r}",
-            f"synthetic/grounded:{r}",
-            f"synthetic/ungrounded:{r}",
         ]
+        if synthetic_only:
+            out += [f"synthetic/grounded:{r}", f"synthetic/ungrounded:{r}"]
     return out
 
 
@@ -236,6 +262,8 @@ class _Experiment:
         else:
             model = dict(self.preset["diffusion"])
             steps = self.cfg.setting("diffusion_steps")
+            if kind == "conditional-diffusion":
+                model.update(map_dropout=self.cfg.map_dropout, guidance=self.cfg.guidance)
         run = self.out / "generators" / kind
         from groundsynth.generate.training import train_generator
 
@@ -264,7 +292,7 @@ class _Experiment:
         from groundsynth.evaluate.filter import filter_synthetic
         from groundsynth.generate.layouts import LayoutConfig
 
-        run = self.train("conditional")
+        run = self.train(FAMILIES[self.cfg.family][0])
         raw = self.generate(run, "grounded_raw", LayoutConfig(strategy=self.cfg.layouts))
         scores = self.fidelity("grounded_raw", raw, segmenter)
         rule = self.threshold(scores)
@@ -312,7 +340,7 @@ class _Experiment:
     def ungrounded(self, segmenter: Path) -> Path:
         from groundsynth.generate.pseudo_label import PseudoLabelConfig, pseudo_label
 
-        run = self.train("diffusion")
+        run = self.train(FAMILIES[self.cfg.family][1])
         raw = self.generate(run, "ungrounded_raw")
         out = self.out / "synthetic" / "ungrounded"
         pseudo_label(
@@ -413,9 +441,18 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
         from groundsynth.benchmark.segmentation import run_segmentation_benchmark
 
         bench = run_segmentation_benchmark(
-            exp.bench_config(tuple(_regimes(config.budgets)), config.seeds)
+            exp.bench_config(tuple(_regimes(config.budgets, config.synthetic_only)), config.seeds)
         )
-        log.info("5/5 tables")
+        log.info("5/5 learning checks and tables")
+        from groundsynth.experiment.learning import learning_block
+
+        learning = learning_block(
+            out=out, source=exp.source, bench=out / "benchmark",
+            grounded_raw=out / "synthetic" / "grounded_raw",
+            fidelity={"grounded_raw": exp.fidelity("grounded_raw", out / "synthetic" / "grounded_raw", segmenter),
+                      "ungrounded": fidelity["ungrounded"]},
+            seed=config.seeds[0],
+        )  # fmt: skip
         summary_df, diffs = _table(bench.rows, config.seeds)
         pd.DataFrame(bench.rows).to_csv(out / "results_long.csv", index=False)
         summary_df.to_csv(out / "results.csv", index=False)
@@ -427,6 +464,9 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
             "synthetic_sizes": sizes,
             "grounding_threshold": threshold,
             "grounding_filter": rule,
+            "family": config.family,
+            "generators": dict(zip(("grounded", "ungrounded"), FAMILIES[config.family])),
+            "learning": learning,
             "budgets": list(config.budgets),
             "seeds": list(config.seeds),
             "table": summary_df.to_dict(orient="records"),

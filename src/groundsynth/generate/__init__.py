@@ -8,11 +8,15 @@ Generator kinds (registry: :data:`.training.GENERATOR_KINDS`):
   losses (:mod:`.conditional.losses`). Grounded: the map comes first.
 * ``diffusion`` (:mod:`.diffusion`): diffusers ``UNet2DModel`` trained as a DDPM, sampled
   with DDIM or DPM-Solver. Ungrounded: images first, labels later.
+* ``conditional-diffusion`` (:mod:`.conditional_diffusion`): the same U-Net given the map as
+  one-hot input channels, with map dropout and classifier-free guidance. Grounded.
 
 Pieces:
 
 * :mod:`.training` -- ``train_generator`` (``groundsynth train-generator``): Lightning
   training, checkpoints with exact resume (:mod:`.checkpoint`), sample grids, losses;
+* :mod:`.curves` -- learning curves on held-out real data while training (label fidelity
+  vs its real ceiling, FD vs real halves), early stop on a plateau;
 * :mod:`.layouts` -- maps to paint: ``train-masks``, ``augmented``, composition ``target``;
 * :mod:`.sampling` -- ``generate_dataset`` (``groundsynth generate``): resumable, seeded;
 * :mod:`.importer` -- ``import_samples`` (``groundsynth import-samples``): external images;

@@ -2,8 +2,9 @@
 
 :class:`TrainConfig` holds what every generator kind shares (data, steps, checkpoints,
 devices, precision, seed) and the kind's own model options in ``model``
-(:class:`~groundsynth.generate.conditional.config.ConditionalConfig` or
-:class:`~groundsynth.generate.diffusion.DiffusionConfig`). It is saved resolved as the run's
+(:class:`~groundsynth.generate.conditional.config.ConditionalConfig`,
+:class:`~groundsynth.generate.diffusion.DiffusionConfig` or
+:class:`~groundsynth.generate.conditional_diffusion.ConditionalDiffusionConfig`). It is saved resolved as the run's
 ``config.yaml`` and inside every checkpoint, so a checkpoint alone rebuilds its model.
 """
 
@@ -16,10 +17,22 @@ from typing import Any, Literal
 from groundsynth.errors import InputError
 from groundsynth.runs import to_plain
 
-__all__ = ["KINDS", "PRECISIONS", "TrainConfig", "model_config_from_dict"]
+__all__ = [
+    "DIFFUSION_KINDS",
+    "KINDS",
+    "MAP_KINDS",
+    "PRECISIONS",
+    "TrainConfig",
+    "model_config_from_dict",
+]
 
-#: generator kinds: ``conditional`` (map -> image, grounded), ``diffusion`` (unconditional)
-KINDS = ("conditional", "diffusion")
+#: generator kinds: ``conditional`` (SPADE GAN, map -> image, grounded), ``diffusion``
+#: (unconditional DDPM), ``conditional-diffusion`` (the same DDPM conditioned on the map)
+KINDS = ("conditional", "diffusion", "conditional-diffusion")
+#: kinds that paint a map (their samples' masks are the maps)
+MAP_KINDS = ("conditional", "conditional-diffusion")
+#: kinds sampled by a diffusion sampler (``--sampler``, ``--steps``)
+DIFFUSION_KINDS = ("diffusion", "conditional-diffusion")
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 FITS = ("crop", "resize")
 
@@ -35,6 +48,15 @@ RESUMABLE_CHANGES = (
     "strategy",
     "precision",
     "channels_last",
+    # learning curves: evaluation only (a held-out tail of the training split, the one case
+    # where they change the training samples, is checked apart; see generate.curves)
+    "eval_every",
+    "eval_split",
+    "eval_samples",
+    "eval_segmenter",
+    "stop_on_plateau",
+    "plateau_patience",
+    "plateau_min_delta",
 )
 
 
@@ -48,6 +70,11 @@ def model_config_from_dict(kind: str, data: dict[str, Any] | None) -> Any:
         from groundsynth.generate.diffusion import DiffusionConfig
 
         return DiffusionConfig() if data is None else DiffusionConfig.from_dict(data)
+    if kind == "conditional-diffusion":
+        from groundsynth.generate.conditional_diffusion import ConditionalDiffusionConfig
+
+        cls = ConditionalDiffusionConfig
+        return cls() if data is None else cls.from_dict(data)
     raise InputError(f"unknown generator kind {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -56,7 +83,8 @@ class TrainConfig:
     """Options of a generator training run.
 
     Attributes:
-        kind: ``conditional`` (map -> image) or ``diffusion`` (unconditional).
+        kind: ``conditional`` (map -> image), ``diffusion`` (unconditional) or
+            ``conditional-diffusion`` (map -> image, the diffusion model with the map).
         dataset: dataset directory to train on (groundsynth or ARAS400k layout).
         out: run directory (config, checkpoints, sample grids, losses, log).
         split: split of ``dataset`` to train on.
@@ -76,10 +104,22 @@ class TrainConfig:
         precision: Lightning precision; ``auto`` is ``bf16-mixed`` (or ``16-mixed``) on CUDA
             and ``32-true`` elsewhere.
         channels_last: channels-last memory format; ``auto`` is on for CUDA only.
+        eval_every: steps between learning-curve evaluations (also one at the start and one at
+            the last step; ``None``: ``checkpoint_every``; 0: none). See
+            :mod:`groundsynth.generate.curves`.
+        eval_split: held-out split evaluated on; ``val`` falls back to ``test``, then to a tail
+            of the training split held out of training.
+        eval_samples: held-out samples evaluated on (a fixed, seeded subset).
+        eval_segmenter: a real-trained segmenter (``segmenter.pt``) that reads the samples back
+            and whose encoder gives the features (``None``: the pixel floor and a fixed
+            descriptor).
+        stop_on_plateau: stop once the main figure (label fidelity for kinds that paint a map,
+            FD otherwise) has not improved by more than ``plateau_min_delta`` for
+            ``plateau_patience`` evaluations.
         model: the kind's model options (``None``: its defaults).
     """
 
-    kind: Literal["conditional", "diffusion"]
+    kind: Literal["conditional", "diffusion", "conditional-diffusion"]
     dataset: str
     out: str
     split: str = "train"
@@ -98,6 +138,13 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    eval_every: int | None = None
+    eval_split: str = "val"
+    eval_samples: int = 64
+    eval_segmenter: str | None = None
+    stop_on_plateau: bool = False
+    plateau_patience: int = 5
+    plateau_min_delta: float = 0.0
     model: Any = None
 
     def __post_init__(self) -> None:
@@ -130,6 +177,19 @@ class TrainConfig:
             )
         if self.channels_last not in ("auto", "on", "off"):
             raise InputError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
+        if self.eval_every is not None and self.eval_every < 0:
+            raise InputError(f"--eval-every must be >= 0 (0: no evaluation), got {self.eval_every}")
+        if self.eval_samples < 2:
+            raise InputError(f"--eval-samples must be >= 2, got {self.eval_samples}")
+        if not self.eval_split or "/" in self.eval_split:
+            raise InputError(f"--eval-split must be a split name, got {self.eval_split!r}")
+        if self.plateau_patience < 1 or not self.plateau_min_delta >= 0:
+            raise InputError(
+                f"--plateau-patience must be >= 1 and --plateau-min-delta >= 0, got "
+                f"{self.plateau_patience} and {self.plateau_min_delta}"
+            )
+        if self.stop_on_plateau and self.eval_every == 0:
+            raise InputError("--stop-on-plateau needs evaluations; give --eval-every > 0")
 
     def resolved(self) -> TrainConfig:
         """Absolute paths and the model's size-dependent defaults filled in."""
@@ -138,6 +198,10 @@ class TrainConfig:
             dataset=str(Path(self.dataset).resolve()),
             out=str(Path(self.out).resolve()),
             devices=str(self.devices),
+            eval_every=self.checkpoint_every if self.eval_every is None else self.eval_every,
+            eval_segmenter=None
+            if self.eval_segmenter is None
+            else str(Path(self.eval_segmenter).resolve()),
             model=self.model.resolved(self.image_size),
         )
 
@@ -156,8 +220,13 @@ class TrainConfig:
         if unknown:
             raise InputError(f"unknown training option(s): {sorted(unknown)}")
         data = dict(data)
+        data.setdefault("eval_every", 0)  # runs from before learning curves had none
         data["model"] = model_config_from_dict(data["kind"], data.get("model"))
         return cls(**data)
 
 
-_MODEL_CLASS = {"conditional": "ConditionalConfig", "diffusion": "DiffusionConfig"}
+_MODEL_CLASS = {
+    "conditional": "ConditionalConfig",
+    "diffusion": "DiffusionConfig",
+    "conditional-diffusion": "ConditionalDiffusionConfig",
+}

@@ -14,7 +14,7 @@ optionally flipped / rotated by the pair's seed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,7 @@ class TrainingItems:
 
     Items are ``dict(image=float32 (3, S, S) in [-1, 1], mask=int64 (S, S))``; ``mask`` only
     when ``with_masks``. Holds paths and ids only, so it pickles into DataLoader workers.
+    Ids in ``exclude`` (samples held out for evaluation) are left out.
     """
 
     def __init__(
@@ -81,10 +82,12 @@ class TrainingItems:
         fit: str = "crop",
         augment: bool = True,
         with_masks: bool = True,
+        exclude: Collection[str] = (),
     ) -> None:
         self.reader = reader
         self.split = split
-        self.ids = reader.ids(split)
+        held = set(exclude)
+        self.ids = [i for i in reader.ids(split) if i not in held]
         if not self.ids:
             raise InputError(
                 f"{reader.root}: split {split!r} has no samples; splits: {reader.splits()}"

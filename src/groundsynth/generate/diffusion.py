@@ -7,13 +7,18 @@ seeded noise and runs DDIM (Song et al., 2021; deterministic, ``eta`` 0) or DPM-
 (Lu et al., 2022; ``DPMSolverMultistepScheduler``) with a configurable number of steps.
 
 The images come without maps: they get labels later from a segmenter (pseudo-labelling), as
-ARAS400k's synthetic split did.
+ARAS400k's synthetic split did. :mod:`.conditional_diffusion` is the same model given the map.
+
+With few timesteps prefer the ``squaredcos_cap_v2`` schedule: linear betas (1e-4..0.02) over
+100 timesteps leave ``sqrt(alpha_bar)`` = 0.6 of the image at the last one, so sampling from
+pure noise starts off the training distribution.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -44,6 +49,9 @@ SAMPLERS: dict[str, str] = {
     "dpm-solver": "DPMSolverMultistepScheduler",
 }
 GRID_SAMPLES = 3
+
+#: ``denoise(x, t)`` -> the model output (noise or velocity) for noisy images ``x`` at ``t``
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -126,8 +134,9 @@ def check_sampler(name: str) -> str:
     return name
 
 
-def build_unet(cfg: DiffusionConfig, image_size: int) -> nn.Module:
-    """The diffusers ``UNet2DModel`` of ``cfg``."""
+def build_unet(cfg: DiffusionConfig, image_size: int, cond_channels: int = 0) -> nn.Module:
+    """The diffusers ``UNet2DModel`` of ``cfg``; ``cond_channels`` conditioning channels (e.g. a
+    one-hot map) are concatenated to the 3 image channels of its input."""
     diffusers = lazy_import("diffusers")
     n = len(cfg.block_out_channels)
     attn = n - 2 if cfg.attention and n >= 2 else -1
@@ -135,7 +144,7 @@ def build_unet(cfg: DiffusionConfig, image_size: int) -> nn.Module:
     up = tuple("AttnUpBlock2D" if n - 1 - i == attn else "UpBlock2D" for i in range(n))
     return diffusers.UNet2DModel(
         sample_size=image_size,
-        in_channels=3,
+        in_channels=3 + cond_channels,
         out_channels=3,
         layers_per_block=cfg.layers_per_block,
         block_out_channels=cfg.block_out_channels,
@@ -183,9 +192,16 @@ def sample_images(
     sampler: str | None = None,
     steps: int | None = None,
     autocast: torch.dtype | None = None,
+    denoise: Denoiser | None = None,
 ) -> torch.Tensor:
-    """Sample one image per seed: (B, 3, S, S) in [-1, 1]."""
+    """Sample one image per seed: (B, 3, S, S) in [-1, 1].
+
+    ``denoise(x, t)`` gives the model output (noise or velocity) at ``x``; by default
+    ``unet(x, t).sample`` (conditional kinds pass one that adds their map).
+    """
     device = next(unet.parameters()).device
+    if denoise is None:
+        denoise = lambda x, t: unet(x, t).sample  # noqa: E731
     scheduler = sampling_scheduler(cfg, sampler)
     with warnings.catch_warnings():  # diffusers' DPM-Solver trips a numpy 2 deprecation
         warnings.filterwarnings("ignore", message=r".*__array__ implementation.*")
@@ -194,7 +210,7 @@ def sample_images(
     for t in scheduler.timesteps:
         inp = scheduler.scale_model_input(x, t)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            out = unet(inp, t).sample
+            out = denoise(inp, t)
         x = scheduler.step(out.float(), t, x).prev_sample
     return x.clamp(-1, 1)
 
@@ -204,13 +220,15 @@ class DiffusionModule(GeneratorModule):
 
     kind = "diffusion"
     loss_names = ("loss",)
+    #: conditioning channels concatenated to the U-Net's input (0: unconditional)
+    cond_channels = 0
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         self.model_cfg: DiffusionConfig = config.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.unet = build_unet(self.model_cfg, config.image_size)
+            self.unet = build_unet(self.model_cfg, config.image_size, self.cond_channels)
         self.unet_ema = make_ema(self.unet) if self.model_cfg.ema_decay > 0 else None
         self.noise_schedule = training_scheduler(self.model_cfg)
 
@@ -227,6 +245,12 @@ class DiffusionModule(GeneratorModule):
         m = self.model_cfg
         return torch.optim.AdamW(self.unet.parameters(), lr=m.lr, weight_decay=m.weight_decay)
 
+    def condition(
+        self, batch: dict[str, torch.Tensor], gen: torch.Generator
+    ) -> torch.Tensor | None:
+        """The ``cond_channels`` channels concatenated to the noisy images (``None``: none)."""
+        return None
+
     def train_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, Any]:
         x0 = batch["image"]
         b = x0.shape[0]
@@ -239,6 +263,9 @@ class DiffusionModule(GeneratorModule):
             target = noise
         else:
             target = self.noise_schedule.get_velocity(x0, noise, t)
+        cond = self.condition(batch, gen)
+        if cond is not None:
+            noisy = torch.cat([noisy, cond], dim=1)
         pred = self.unet(noisy, t).sample
         loss = F.mse_loss(pred.float(), target.float())
         opt = self.optimizers()

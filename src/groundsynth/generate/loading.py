@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from groundsynth.classes import NUM_CLASSES
 from groundsynth.errors import InputError
 from groundsynth.generate.checkpoint import load_checkpoint, resolve_checkpoint
 from groundsynth.generate.config import TrainConfig
@@ -60,14 +61,16 @@ class LoadedGenerator:
         image_size: int | None = None,
         sampler: str | None = None,
         steps: int | None = None,
+        guidance: float | None = None,
         autocast: torch.dtype | None = None,
         channels_last: bool = False,
     ) -> np.ndarray:
-        """(B, S, S, 3) uint8 images, one per seed (and per mask for conditional models)."""
+        """(B, S, S, 3) uint8 images, one per seed (and per mask for the kinds that paint a
+        map). ``sampler``, ``steps``: diffusion kinds; ``guidance``: conditional-diffusion
+        (default: the model's)."""
         device = self.device
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         if self.kind == "conditional":
-            from groundsynth.classes import NUM_CLASSES
             from groundsynth.generate.conditional.module import sample_noise
 
             if masks is None or len(masks) != len(seeds):
@@ -77,6 +80,22 @@ class LoadedGenerator:
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 out = self.network(onehot.contiguous(memory_format=fmt), z)
             return to_uint8(out.float())
+        if self.kind == "conditional-diffusion":
+            from groundsynth.generate.conditional_diffusion import sample_from_maps
+
+            if masks is None or len(masks) != len(seeds):
+                raise InputError("a conditional-diffusion generator needs one mask per seed")
+            out = sample_from_maps(
+                self.network,
+                self.train_config.model,
+                seeds,
+                torch.from_numpy(np.asarray(masks)),
+                guidance=guidance,
+                sampler=sampler,
+                steps=steps,
+                autocast=autocast,
+            )
+            return to_uint8(out)
         from groundsynth.generate.diffusion import sample_images
 
         size = image_size or self.train_config.image_size
@@ -106,7 +125,8 @@ def load_generator(model: str | Path, device: str | torch.device = "cpu") -> Loa
     else:
         from groundsynth.generate.diffusion import build_unet
 
-        network = build_unet(config.model, config.image_size)
+        cond = NUM_CLASSES if config.kind == "conditional-diffusion" else 0
+        network = build_unet(config.model, config.image_size, cond)
         network.load_state_dict(nets.get("unet_ema", nets["unet"]))
     dev = resolve_device(device) if isinstance(device, str) else device
     network.to(dev).eval().requires_grad_(False)

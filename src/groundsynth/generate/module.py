@@ -65,6 +65,14 @@ class GeneratorModule(L.LightningModule):
         """One (H, W', 3) uint8 row of the sample grid per ``(image, mask)`` training sample."""
         raise NotImplementedError
 
+    def sampling_network(self) -> nn.Module:
+        """The network that samples, as :func:`~groundsynth.generate.loading.load_generator`
+        loads it from a checkpoint: the one network named ``*_ema`` when there is one (the
+        EMA weights), else the first of :meth:`networks`."""
+        nets = self.networks()
+        ema = [net for name, net in nets.items() if name.endswith("_ema")]
+        return ema[0] if len(ema) == 1 else next(iter(nets.values()))
+
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self) -> None:
         cl = self.config.channels_last

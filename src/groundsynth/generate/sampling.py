@@ -1,7 +1,9 @@
 """``groundsynth generate``: a trained generator -> a synthetic dataset in the data contract.
 
-* **conditional** models paint layouts (see :mod:`groundsynth.generate.layouts`); each sample's
-  mask is its conditioning map, and its layout provenance goes into the metadata.
+* **conditional** and **conditional-diffusion** models paint layouts (see
+  :mod:`groundsynth.generate.layouts`); each sample's mask is its conditioning map, and its
+  layout provenance goes into the metadata. Conditional-diffusion samples follow the map
+  with classifier-free guidance ``guidance`` (default: the model's).
 * **diffusion** models sample images only (no masks yet; see :mod:`.writer`).
 
 Sample ``i`` depends only on ``(seed, i)``: its layout on ``derive_seed(seed, "layout", i)``,
@@ -28,6 +30,7 @@ from groundsynth.data.composition import class_fractions
 from groundsynth.data.contract import image_path, mask_path
 from groundsynth.data.masks import encode_mask_png, encode_rgb_png, resolve_png_encoder
 from groundsynth.errors import InputError, OutputConflictError
+from groundsynth.generate.config import DIFFUSION_KINDS, MAP_KINDS
 from groundsynth.generate.layouts import Layout, LayoutConfig, make_layouts
 from groundsynth.generate.loading import LoadedGenerator, load_generator, resolve_device
 from groundsynth.generate.seeds import derive_seed
@@ -79,8 +82,10 @@ class GenerateConfig:
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere; resolved when the run
             starts, so a resumed run keeps it), ``32``, ``bf16`` or ``16``. Channels-last
             memory is used on CUDA.
-        sampler, steps: diffusion sampler (``ddim``/``dpm-solver``) and its steps (default:
-            the model's).
+        sampler, steps: diffusion sampler (``ddim``/``dpm-solver``) and its steps (diffusion
+            kinds; default: the model's).
+        guidance: classifier-free guidance scale (conditional-diffusion; default: the
+            model's; 1: the conditional model alone, 0: the unconditional one).
         image_size: output size (default: the training size; a multiple of 32).
         chunk_size: samples per resumable chunk.
         num_workers: processes preparing layouts.
@@ -99,6 +104,7 @@ class GenerateConfig:
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
     sampler: str | None = None
     steps: int | None = None
+    guidance: float | None = None
     image_size: int | None = None
     chunk_size: int = 256
     num_workers: int = 0
@@ -122,6 +128,8 @@ class GenerateConfig:
             raise InputError(f"--precision must be auto, 32, bf16 or 16, got {self.precision!r}")
         if self.steps is not None and self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
+        if self.guidance is not None and not self.guidance >= 0:
+            raise InputError(f"--guidance must be >= 0, got {self.guidance}")
         if self.image_size is not None and (self.image_size < 8 or self.image_size % 8):
             raise InputError(f"--image-size must be a multiple of 8, got {self.image_size}")
         if not self.split or "/" in self.split:
@@ -133,8 +141,9 @@ class GenerateConfig:
 
     def resolved(self, gen: LoadedGenerator) -> GenerateConfig:
         """Paths made absolute, the model's defaults filled in, consistency checked."""
-        layouts, masks, sampler = self.layouts, self.masks, self.sampler
-        if gen.kind == "conditional":
+        layouts, masks, sampler, steps = self.layouts, self.masks, self.sampler, self.steps
+        model = gen.train_config.model
+        if gen.kind in MAP_KINDS:
             layouts = layouts or LayoutConfig()
             if masks is None and not Path(gen.train_config.dataset).is_dir():
                 raise InputError(
@@ -142,25 +151,31 @@ class GenerateConfig:
                     "dataset to draw layouts from with --masks DATASET"
                 )
             masks = str(Path(masks or gen.train_config.dataset).resolve())
-            if sampler is not None or self.steps is not None:
-                raise InputError("--sampler/--steps are for diffusion models, not conditional ones")
-        else:
-            if layouts is not None or masks is not None:
-                raise InputError(
-                    f"{gen.checkpoint}: a {gen.kind} model is unconditional; --layouts, --target "
-                    "and --masks are for conditional models"
-                )
+        elif layouts is not None or masks is not None:
+            raise InputError(
+                f"{gen.checkpoint}: a {gen.kind} model is unconditional; --layouts, --target "
+                "and --masks are for conditional models"
+            )
+        if gen.kind in DIFFUSION_KINDS:
             from groundsynth.generate.diffusion import check_sampler
 
-            sampler = check_sampler(sampler or gen.train_config.model.sampler)
+            sampler = check_sampler(sampler or model.sampler)
+            steps = steps or model.inference_steps
+        elif sampler is not None or steps is not None:
+            raise InputError(f"--sampler/--steps are for diffusion models, not {gen.kind} ones")
+        guidance = self.guidance
+        if gen.kind == "conditional-diffusion":
+            guidance = model.guidance if guidance is None else float(guidance)
+        elif guidance is not None:
+            raise InputError(f"--guidance is for conditional-diffusion models, not {gen.kind} ones")
         return replace(
             self,
             out=str(Path(self.out).resolve()),
             layouts=layouts,
             masks=masks,
             sampler=sampler,
-            steps=self.steps
-            or (gen.train_config.model.inference_steps if gen.kind == "diffusion" else None),
+            steps=steps,
+            guidance=guidance,
             image_size=self.image_size or gen.train_config.image_size,
             png_encoder=resolve_png_encoder(self.png_encoder),
             kind=gen.kind,
@@ -259,9 +274,12 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
         if channels_last:
             gen.network.to(memory_format=torch.channels_last)
         layouts = None
-        if gen.kind == "conditional":
+        if gen.kind in MAP_KINDS:
             layouts = make_layouts(config.layouts, config.masks, size, config.seed)  # type: ignore[arg-type]
+        if gen.kind == "conditional":
             gen.train_config.model.generator.check_size(size)
+        else:
+            gen.train_config.model.resolved(size)  # the U-Net's downsamplings
         written = _generate_chunks(
             config, gen, layouts, todo, out, autocast, channels_last, progress, done
         )
@@ -279,6 +297,7 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
             "written_now": written,
             "resumed": done,
             "origin": gen.origin,
+            "guidance": config.guidance,
             "tables": tables,
             "target_unsatisfied": unsatisfied,
         }
@@ -352,6 +371,7 @@ def _generate_chunks(
             image_size=config.image_size,
             sampler=config.sampler,
             steps=config.steps,
+            guidance=config.guidance,
             autocast=autocast,
             channels_last=channels_last,
         )

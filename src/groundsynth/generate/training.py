@@ -8,11 +8,17 @@ The run directory holds::
       samples/step<k:08d>.png                             sample grid at each checkpoint
       losses.csv                                          every step's losses
       checkpoints.json                                    per checkpoint: step, mean losses, grid
+      curves.csv  curves.png  floor.json                  learning curves (generate.curves)
 
 Rerunning the same command on the same directory resumes from the latest checkpoint (a larger
 ``--max-steps`` trains further); the weights then equal those of an uninterrupted run (bit for
 bit on the CPU; on GPUs up to non-deterministic kernels). A directory holding another run's
 config is refused.
+
+With ``eval_every`` > 0 the generator is evaluated on held-out real data at the start and every
+``eval_every`` steps (:mod:`groundsynth.generate.curves`); the last evaluation goes into the
+manifest as ``learning``. With ``stop_on_plateau`` training stops early once that figure stops
+improving (manifest ``stopped_early_at``); rerunning a run so stopped does not train further.
 """
 
 from __future__ import annotations
@@ -42,7 +48,16 @@ from groundsynth.generate.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from groundsynth.generate.config import TrainConfig
+from groundsynth.generate.config import MAP_KINDS, TrainConfig
+from groundsynth.generate.curves import (
+    CurvesCallback,
+    EvalSet,
+    LearningCurves,
+    learning_summary,
+    plateau_step,
+    read_curves,
+    resolve_eval_set,
+)
 from groundsynth.generate.data import StreamSampler, TrainingItems
 from groundsynth.generate.module import GeneratorModule
 from groundsynth.io import write_bytes, write_json, write_text
@@ -65,10 +80,17 @@ def _diffusion() -> type[GeneratorModule]:
     return DiffusionModule
 
 
+def _conditional_diffusion() -> type[GeneratorModule]:
+    from groundsynth.generate.conditional_diffusion import ConditionalDiffusionModule
+
+    return ConditionalDiffusionModule
+
+
 #: generator kind -> function returning its Lightning module class
 GENERATOR_KINDS: dict[str, Callable[[], type[GeneratorModule]]] = {
     "conditional": _conditional,
     "diffusion": _diffusion,
+    "conditional-diffusion": _conditional_diffusion,
 }
 
 
@@ -92,6 +114,10 @@ class TrainResult:
     checkpoints: list[Path]
     seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: the step training stopped at on a plateau of the learning curve (``None``: it did not)
+    stopped_early_at: int | None = None
+    #: the last learning-curve evaluation (:func:`~groundsynth.generate.curves.learning_summary`)
+    learning: dict[str, Any] | None = None
 
     @property
     def last_checkpoint(self) -> Path | None:
@@ -182,7 +208,8 @@ class _StreamData(L.LightningDataModule):
 
 
 class _Checkpointer(L.Callback):
-    """Every ``checkpoint_every`` steps and at the last: checkpoint, losses, sample grid."""
+    """Every ``checkpoint_every`` steps, at the last and when training stops early (so the run
+    resumes where it stopped): checkpoint, losses, sample grid."""
 
     def __init__(self, out: Path, config: TrainConfig, items: TrainingItems) -> None:
         self.out, self.config, self.items = out, config, items
@@ -190,7 +217,8 @@ class _Checkpointer(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
         step = module.steps_done
-        if step % self.config.checkpoint_every and step != self.config.max_steps:
+        due = step % self.config.checkpoint_every == 0 or step == self.config.max_steps
+        if not due and not trainer.should_stop:
             return
         if trainer.is_global_zero:
             self.saved.append(save_run_checkpoint(self.out, module, self.config, self.items))
@@ -258,6 +286,20 @@ def _read_index(path: Path) -> list[dict[str, Any]]:
         return []
 
 
+def _check_holdout(out: Path, previous: TrainConfig, eval_set: EvalSet | None, reader: Any) -> None:
+    """Refuse to resume with other training samples held out for evaluation than the run's."""
+    before = resolve_eval_set(reader, previous)
+    held_before = before.held_out_of_training if before is not None else ()
+    held_now = eval_set.held_out_of_training if eval_set is not None else ()
+    if held_before != held_now:
+        raise OutputConflictError(
+            f"{out}: the dataset has no val or test split, so learning curves hold the tail of "
+            f"the training split out of training; the run held out {len(held_before)} samples, "
+            f"these options {len(held_now)}. Rerun with the run's --eval-every, --eval-split and "
+            "--eval-samples, or choose a new --out"
+        )
+
+
 def _on_cuda(config: TrainConfig) -> bool:
     acc = config.accelerator.lower()
     return acc in ("cuda", "gpu") or (acc == "auto" and torch.cuda.is_available())
@@ -290,20 +332,24 @@ def train_generator(
     """Train (or resume training) a generator as described by ``config``.
 
     ``callbacks`` are extra Lightning callbacks (e.g. timing or monitoring); they run after the
-    checkpointing callback.
+    learning-curve and checkpointing callbacks.
     """
     t0 = time.perf_counter()
     config = config.resolved()
     out = Path(config.out)
     previous = _previous_config(out, config)
     reader = open_dataset(config.dataset)
+    eval_set = resolve_eval_set(reader, config)
+    if previous is not None:
+        _check_holdout(out, previous, eval_set, reader)
     items = TrainingItems(
         reader,
         config.split,
         config.image_size,
         fit=config.fit,
         augment=config.augment,
-        with_masks=config.kind == "conditional",
+        with_masks=config.kind in MAP_KINDS,
+        exclude=eval_set.held_out_of_training if eval_set is not None else (),
     )
     module = get_generator_kind(config.kind)(config)
     resumed_from = None
@@ -314,9 +360,16 @@ def train_generator(
         resumed_from = module.steps_done
     if previous is not None:
         _truncate_losses(out / "losses.csv", module.steps_done)
+        _truncate_losses(out / "curves.csv", module.steps_done)
+    curves = LearningCurves(config, reader, eval_set, out) if eval_set is not None else None
+    curves_cb = [CurvesCallback(curves)] if curves is not None else []
+    stopped_early_at = None  # a run stopped on a plateau (at its last evaluation) is finished
+    last_row = curves.rows[-1]["step"] if curves is not None and curves.rows else None
+    if curves is not None and last_row == module.steps_done < config.max_steps:
+        stopped_early_at = plateau_step(curves.rows, config)
     precision = resolve_precision(config)
     checkpointer = _Checkpointer(out, config, items)
-    remaining = config.max_steps - module.steps_done
+    remaining = 0 if stopped_early_at is not None else config.max_steps - module.steps_done
     trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=_devices(config.devices),
@@ -331,7 +384,7 @@ def train_generator(
         enable_progress_bar=progress,
         use_distributed_sampler=False,
         benchmark=_on_cuda(config),
-        callbacks=[checkpointer, *callbacks],
+        callbacks=[*curves_cb, checkpointer, *callbacks],
         default_root_dir=str(out),
     )
     run = (
@@ -342,7 +395,17 @@ def train_generator(
     try:
         if resumed_from is not None:
             log.info("resuming %s at step %d of %d", out, resumed_from, config.max_steps)
-        if remaining > 0:
+        if eval_set is not None and eval_set.note:
+            log.warning("learning curves: %s", eval_set.note)
+        if curves is not None:
+            log.info("%s", curves.describe())
+        if stopped_early_at is not None:
+            log.info(
+                "%s: stopped early at step %d (learning curve plateau); not training further",
+                out,
+                stopped_early_at,
+            )
+        elif remaining > 0:
             log.info(
                 "training a %s generator on %d samples of %s/%s for %d steps (precision %s)",
                 config.kind,
@@ -358,7 +421,9 @@ def train_generator(
                 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
                 with reraise_interrupt(trainer):  # Ctrl-C: resumable, the CLI says so
                     trainer.fit(module, datamodule=_StreamData(items, config, module))
-            if module.steps_done < config.max_steps:
+            if curves_cb and curves_cb[0].stopped_at is not None:
+                stopped_early_at = curves_cb[0].stopped_at
+            elif module.steps_done < config.max_steps:
                 raise InputError(
                     f"training stopped at step {module.steps_done} of {config.max_steps}; "
                     "rerun the same command to resume from the latest checkpoint"
@@ -366,6 +431,7 @@ def train_generator(
         else:
             log.info("%s: already trained for %d steps", out, module.steps_done)
         checkpoints = [p for _, p in list_checkpoints(out)]
+        learning = learning_summary(read_curves(out), config)
         manifest: dict[str, Any] = {}
         if run is not None:
             manifest = run.finish(
@@ -375,8 +441,9 @@ def train_generator(
                     "checkpoints": [str(p.relative_to(out)) for p in checkpoints],
                     "precision": precision,
                     "samples": len(items),
+                    "learning": learning,
                 },
-                extra={"resumed_from": resumed_from},
+                extra={"resumed_from": resumed_from, "stopped_early_at": stopped_early_at},
             )
     except BaseException:
         if run is not None:
@@ -389,6 +456,8 @@ def train_generator(
         checkpoints=checkpoints,
         seconds=time.perf_counter() - t0,
         manifest=manifest,
+        stopped_early_at=stopped_early_at,
+        learning=learning,
     )
 
 

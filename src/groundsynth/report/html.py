@@ -23,7 +23,7 @@ th,td{border:1px solid #d0d4d8;padding:.25em .6em;text-align:right}
 th{background:#f3f5f7}td.l,th.l{text-align:left}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 img{max-width:100%}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em;margin:1em 0}
-.muted{color:#666;font-size:.85em}nav ul{columns:2}code{background:#f3f5f7;padding:0 .2em}
+.note.warning{background:#fdecea;border-left-color:#d93025}.muted{color:#666;font-size:.85em}nav ul{columns:2}code{background:#f3f5f7;padding:0 .2em}
 """
 
 
