@@ -200,3 +200,30 @@ def test_a_run_that_does_not_beat_its_floor_is_warned_by_name(bench):
         for regime in _REGIMES:
             name = f"run {arch}/{regime}/seed0 did not beat its pixel floor on real/test"
             assert any(w.startswith(name) for w in warned), (name, warned)
+
+
+def test_onecycle_schedule_warms_up_then_anneals_per_step():
+    from types import SimpleNamespace
+
+    from groundsynth.errors import InputError
+
+    with pytest.raises(InputError, match="schedule"):
+        OptimConfig(schedule="cosine")  # type: ignore[arg-type]
+    model = build_model("unet", "tu-test_resnet", encoder_depth=3, decoder_width=4)
+    module = SegmentationModule(model, OptimConfig(lr=3e-3, schedule="onecycle"))
+    module._trainer = SimpleNamespace(estimated_stepping_batches=20)  # what Lightning gives
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(3e-3, rel=1e-6)  # reaches the configured rate
+    assert int(np.argmax(lrs)) == 2  # at 15 % of the 20 steps (PyTorch counts from step 0)
+    assert lrs[0] < 3e-3 / 10 and lrs[-1] < 3e-3 / 100  # starts low, ends near 0
+    # the plateau schedule (default) is per epoch on the validation F1
+    plain = SegmentationModule(model, OptimConfig(lr=3e-3)).configure_optimizers()
+    assert plain["lr_scheduler"]["interval"] == "epoch"
+    assert plain["lr_scheduler"]["monitor"] == "val/f1"

@@ -8,10 +8,9 @@ import io
 import json
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from groundsynth.benchmark import weights as W
 from groundsynth.benchmark.model import build_model, load_segmenter, save_segmenter
 from groundsynth.errors import FetchError, InputError
 from tests.benchmark.conftest import TINY
+from tests.loopback import serve
 
 FAST = {"retries": 0, "timeout": 5.0, "backoff": 0.001}
 
@@ -63,19 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    state = Server(base=f"http://127.0.0.1:{httpd.server_address[1]}")
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    yield from serve(_Handler, lambda port: Server(base=f"http://127.0.0.1:{port}"))
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,10 @@ import random
 import re
 import socket
 import stat
-import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from groundsynth.data.fetch import (
     safe_extract,
 )
 from groundsynth.errors import FetchError, InputError
+from tests.loopback import serve
 
 FAST = {"timeout": 5.0, "chunk_size": 4096, "backoff": 0.001}
 
@@ -91,19 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[ServerState]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    state = ServerState(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/files")
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    yield from serve(_Handler, lambda port: ServerState(base_url=f"http://127.0.0.1:{port}/files"))
 
 
 def _payload(size: int, seed: int = 0) -> bytes:

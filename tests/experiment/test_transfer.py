@@ -115,7 +115,9 @@ def test_learning_checks_measure_every_model_against_its_floor(experiment):
     long = pd.read_csv(out / "results_long.csv")
     for c in segs:
         _, _, regime, _, seed = c["model"].split(" ")
-        row = long[(long.regime == regime) & (long.seed == int(seed)) & (long.test_set == "real/test")]
+        row = long[
+            (long.regime == regime) & (long.seed == int(seed)) & (long.test_set == "real/test")
+        ]
         assert c["figure"] == pytest.approx(float(row["iou"].iloc[0]), abs=1e-6)
         assert c["passed"] == (c["figure"] > c["floor"])
     floor = fit_floor(result["source"], "train", seed=0)

@@ -39,7 +39,8 @@ class BenchmarkConfig:
     ``normalisation``.
     Training: ``seeds``, ``loss`` (dice / ce), ``lr``, ``weight_decay``, ``batch_size``,
     ``max_epochs``, ``max_steps`` (-1: no limit), ``patience`` (early stopping, in validation
-    rounds), ``plateau_patience`` / ``plateau_factor`` (ReduceLROnPlateau), ``augment``,
+    rounds), ``schedule`` (plateau / onecycle), ``plateau_patience`` / ``plateau_factor``
+    (ReduceLROnPlateau), ``augment``,
     ``limit_train_batches`` / ``limit_val_batches`` (Lightning's, for quick runs).
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
     ``precision``, ``deterministic``.
@@ -69,6 +70,7 @@ class BenchmarkConfig:
     patience: int = 5
     plateau_patience: int = 2
     plateau_factor: float = 0.5
+    schedule: Literal["plateau", "onecycle"] = "plateau"
     augment: Literal["none", "flips"] = "flips"
     limit_train_batches: float | int | None = None
     limit_val_batches: float | int | None = None
@@ -158,6 +160,7 @@ class BenchmarkConfig:
             plateau_patience=self.plateau_patience,
             plateau_factor=self.plateau_factor,
             augment=self.augment,
+            schedule=self.schedule,
         )
 
     def resolved(self) -> BenchmarkConfig:

@@ -343,7 +343,8 @@ def fetch_weights(
             does not match (the file is deleted, nothing is kept in the cache).
     """
     weights = resolve_weights(name, encoder, in_channels)
-    assert weights.url is not None  # resolve_weights fills it
+    if weights.url is None:  # resolve_weights fills it for every registered name
+        raise InputError(f"weights {weights.name!r} have no download address for {encoder!r}")
     folder = cache_dir() / weights.cache_name
     opts = {"progress": progress, "retries": retries, "timeout": timeout, "backoff": backoff}
     path, digest = _fetch(weights.name, weights.url, folder, weights.sha256, **opts)

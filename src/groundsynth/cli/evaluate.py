@@ -102,6 +102,10 @@ def segmentation_cmd(
     loss: str = typer.Option("dice", help="Loss: dice or ce."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    schedule: str = typer.Option(
+        "plateau",
+        help="Learning-rate schedule: plateau (halve on stalled val F1) or onecycle (warm up, then anneal per step; learns faster at short budgets).",
+    ),
     batch_size: int = typer.Option(24, help="Training batch size per device."),
     eval_batch_size: int | None = typer.Option(
         None, help="Val/test batch size (default: --batch-size)."
@@ -168,6 +172,7 @@ def segmentation_cmd(
         loss=loss,  # type: ignore[arg-type]
         lr=lr,
         weight_decay=weight_decay,
+        schedule=schedule,  # type: ignore[arg-type]
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         workers=workers,

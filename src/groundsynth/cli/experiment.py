@@ -160,7 +160,8 @@ def transfer_cmd(
     learning = result.get("learning") or {}
     if learning and not learning.get("passed"):
         console.print(
-            "[bold yellow]learning checks failed[/]: " + "; ".join(learning.get("failed", []))
+            "[bold yellow]learning checks failed[/]: "
+            + "; ".join(learning.get("failed", []))
             + " — the comparison's conclusion is withheld (see experiment.json: learning)"
         )
     console.print(

@@ -137,9 +137,7 @@ class ConditionalGAN(GeneratorModule):
         self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        update_ema(
-            self.generator_ema, self.generator, ema_decay_at(m.ema_decay, self.steps_done)
-        )
+        update_ema(self.generator_ema, self.generator, ema_decay_at(m.ema_decay, self.steps_done))
 
         with torch.no_grad():
             d_real = d_real_out.float().mean()
