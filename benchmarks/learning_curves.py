@@ -74,6 +74,8 @@ def main() -> None:
     args = p.parse_args()
     warnings.simplefilter("ignore")
     logging.basicConfig(level=logging.WARNING)
+    for name in ("", "lightning", "lightning.pytorch", "groundsynth"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     from groundsynth.experiment.transfer import PRESETS
     from groundsynth.generate.config import TrainConfig
