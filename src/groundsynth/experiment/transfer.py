@@ -279,7 +279,8 @@ class _Experiment:
         cfg = TrainConfig(
             kind=kind, dataset=str(self.source), out=str(run), image_size=self.image_size,
             max_steps=steps, batch_size=self.preset["generator_batch"],
-            checkpoint_every=max(1, steps), seed=self.cfg.seeds[0], num_workers=self.cfg.workers,
+            checkpoint_every=max(1, steps), eval_every=max(1, steps // 6),
+            seed=self.cfg.seeds[0], num_workers=self.cfg.workers,
             model=model_config_from_dict(kind, model),
         )  # fmt: skip
         train_generator(cfg, progress=self.cfg.progress)
