@@ -77,7 +77,7 @@ def main() -> None:
     for name in ("", "lightning", "lightning.pytorch", "groundsynth"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    from groundsynth.experiment.transfer import PRESETS
+    from groundsynth.experiment.presets import PRESETS
     from groundsynth.generate.config import TrainConfig
     from groundsynth.generate.training import train_generator
 
