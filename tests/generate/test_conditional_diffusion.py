@@ -30,7 +30,7 @@ from groundsynth.generate.training import train_generator
 from groundsynth.generate.writer import MASK_FROM_MAP
 from groundsynth.runs import to_plain
 from tests.generate.datasets import blocky_masks, write_dataset
-from tests.generate.tiny import tiny_diffusion, train_config
+from tests.generate.tiny import learning_config, tiny_diffusion, train_config
 
 
 def _maps(n: int, seed: int = 5) -> np.ndarray:
@@ -198,17 +198,7 @@ def test_conditional_diffusion_learns_to_paint_its_maps(tmp_path):
         inference_steps=10,
         map_dropout=0.1,
     )
-    cfg = train_config(
-        "conditional-diffusion",
-        tmp_path / "ds",
-        tmp_path / "run",
-        model=model,
-        max_steps=200,
-        checkpoint_every=200,
-        batch_size=4,
-        augment=False,
-        grid_rows=0,
-    )
+    cfg = learning_config("conditional-diffusion", tmp_path / "ds", tmp_path / "run", 200, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train_generator(cfg, progress=False)

@@ -31,7 +31,7 @@ from groundsynth.generate.curves import (
 )
 from groundsynth.generate.training import read_losses, train_generator
 from tests.generate.datasets import blocky_masks, write_dataset
-from tests.generate.tiny import TINY_MODELS, tiny_conditional, train_config
+from tests.generate.tiny import TINY_MODELS, tiny_conditional, train_config, wider_spade
 
 
 def _train(config, **kw):
@@ -129,13 +129,7 @@ def test_label_fidelity_rises_on_a_learnable_dataset(tmp_path):
     """SPADE with a strong L1 loss learns the class colours in ~100 steps: the floor reads the
     held-out maps back from its samples far better at the end than at the start."""
     ds = _two_splits(tmp_path / "ds", n_train=8, n_val=4, grid=4)
-    model = tiny_conditional(
-        generator=replace(tiny_conditional().generator, width=8, max_channels=32, spade_hidden=16),
-        l1_weight=10.0,
-        ema_decay=0.9,
-        lr_g=1e-3,
-        lr_d=1e-3,
-    )
+    model = wider_spade(l1_weight=10.0, ema_decay=0.9, lr_g=1e-3, lr_d=1e-3)
     cfg = train_config(
         "conditional", ds, tmp_path / "run", model=model, max_steps=100, batch_size=4,
         checkpoint_every=100, eval_every=50, augment=False, grid_rows=0,

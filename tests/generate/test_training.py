@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from groundsynth.generate.checkpoint import list_checkpoints, load_checkpoint, r
 from groundsynth.generate.data import StreamSampler
 from groundsynth.generate.training import read_losses, train_generator
 from tests.generate.datasets import blocky_masks, write_dataset
-from tests.generate.tiny import tiny_conditional, train_config
+from tests.generate.tiny import learning_config, tiny_conditional, train_config, wider_spade
 
 
 def _train(config):
@@ -123,24 +122,8 @@ def test_overfitted_generator_reproduces_the_class_layout(tmp_path):
 
     masks = blocky_masks(4, 32, seed=1, grid=4)
     write_dataset(tmp_path / "ds", masks)
-    model = tiny_conditional(
-        generator=replace(tiny_conditional().generator, width=8, max_channels=32, spade_hidden=16),
-        l1_weight=10.0,
-        ema_decay=0.9,
-        lr_g=1e-3,
-        lr_d=1e-3,
-    )
-    cfg = train_config(
-        "conditional",
-        tmp_path / "ds",
-        tmp_path / "run",
-        model=model,
-        max_steps=120,
-        checkpoint_every=120,
-        batch_size=4,
-        augment=False,
-        grid_rows=0,
-    )
+    model = wider_spade(l1_weight=10.0, ema_decay=0.9, lr_g=1e-3, lr_d=1e-3)
+    cfg = learning_config("conditional", tmp_path / "ds", tmp_path / "run", 120, model)
     _train(cfg)
     gen = load_generator(tmp_path / "run", "cpu")
     seeds = [11, 12, 13, 14]
@@ -165,26 +148,10 @@ def test_adversarial_loss_alone_learns_label_fidelity(tmp_path):
 
     masks = blocky_masks(4, 32, seed=1, grid=4)
     write_dataset(tmp_path / "ds", masks)
-    model = tiny_conditional(
-        generator=replace(tiny_conditional().generator, width=8, max_channels=32, spade_hidden=16),
-        d_width=8,
-        d_max_channels=32,
-        l1_weight=0.0,
-        ema_decay=0.9,
-        lr_g=2e-3,
-        lr_d=2e-3,
+    model = wider_spade(
+        d_width=8, d_max_channels=32, l1_weight=0.0, ema_decay=0.9, lr_g=2e-3, lr_d=2e-3
     )
-    cfg = train_config(
-        "conditional",
-        tmp_path / "ds",
-        tmp_path / "run",
-        model=model,
-        max_steps=200,
-        checkpoint_every=200,
-        batch_size=4,
-        augment=False,
-        grid_rows=0,
-    )
+    cfg = learning_config("conditional", tmp_path / "ds", tmp_path / "run", 200, model)
     _train(cfg)
     gen = load_generator(tmp_path / "run", "cpu")
     truth = np.stack(masks)
