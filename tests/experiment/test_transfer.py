@@ -100,7 +100,7 @@ def test_learning_checks_measure_every_model_against_its_floor(experiment):
     """experiment.json's learning block: a check per real-trained segmenter, the grounded
     generator's label fidelity equal to an independent pixel-floor reading, FD checks; the
     tiny preset's models have not learned, so the block fails and says which."""
-    from groundsynth.evaluate.pixel_floor import fit_floor, score_floor
+    from groundsynth.evaluate.pixel_floor import PixelFloor, score_floor
     from groundsynth.experiment.learning import LABEL_FIDELITY_RATIO
 
     result, out = experiment
@@ -120,7 +120,11 @@ def test_learning_checks_measure_every_model_against_its_floor(experiment):
         ]
         assert c["figure"] == pytest.approx(float(row["iou"].iloc[0]), abs=1e-6)
         assert c["passed"] == (c["figure"] > c["floor"])
-    floor = fit_floor(result["source"], "train", seed=0)
+    # the floor of the real segmenters (the benchmark's, fitted on the real training split)
+    floor = PixelFloor.from_dict(
+        json.loads((out / "benchmark" / "floors" / "real.json").read_text())
+    )
+    assert not (out / "floor.json").exists()  # not fitted a second time
     read_back = score_floor(floor, out / "synthetic" / "grounded_raw", "synth")["iou"]
     ceiling = score_floor(floor, result["source"], "test")["iou"]
     (lf,) = [c for c in learning["checks"] if c["model"] == "grounded generator: label fidelity"]

@@ -36,8 +36,12 @@ LABEL_FIDELITY_RATIO = 0.7
 FD_RATIO = 10.0
 
 
-def floor_of(source: Path, out: Path, seed: int = 0) -> PixelFloor:
-    """The pixel floor fitted on ``source``'s train split, cached as ``out/floor.json``."""
+def floor_of(source: Path, out: Path, seed: int = 0, bench: Path | None = None) -> PixelFloor:
+    """The pixel floor of ``source``'s train split: the one the benchmark fitted for its
+    ``real`` regime (``bench/floors/real.json``, the real segmenters' floor) when there is one,
+    else fitted here and cached as ``out/floor.json``."""
+    if bench is not None and (bench / "floors" / "real.json").is_file():
+        return PixelFloor.from_dict(json.loads((bench / "floors" / "real.json").read_text()))
     path = out / "floor.json"
     if path.is_file():
         return PixelFloor.load(path)
@@ -135,7 +139,7 @@ def learning_block(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Every learning check of the experiment in ``out`` (see the module docstring)."""
-    floor = floor_of(source, out, seed)
+    floor = floor_of(source, out, seed, bench)
     checks = segmenter_checks(bench, floor, source)
     checks.append(label_fidelity_check("grounded", floor, grounded_raw, source))
     checks.append(fd_check("grounded", fidelity.get("grounded_raw") or {}))
