@@ -133,6 +133,13 @@ def test_learning_checks_measure_every_model_against_its_floor(experiment):
     assert lf["passed"] == (read_back >= LABEL_FIDELITY_RATIO * ceiling)
     fds = [c for c in learning["checks"] if "feature fidelity" in c["model"]]
     assert len(fds) == 2 and all(c["real_halves"] > 0 for c in fds)
+    for c, name in zip(fds, ("grounded_raw", "ungrounded")):
+        ff = json.loads((out / "evaluation" / name / "summary.json").read_text())[
+            "feature_fidelity"
+        ]
+        assert c["figure"] == pytest.approx(ff["synthetic"]["frechet_distance"], rel=1e-6)
+        assert c["floor"] == pytest.approx(10 * ff["real_halves"]["frechet_distance"], rel=1e-6)
+        assert c["passed"] == (c["figure"] <= c["floor"])
     assert learning["passed"] == all(c["passed"] for c in learning["checks"])
     assert learning["failed"] == [c["model"] for c in learning["checks"] if not c["passed"]]
     assert not learning["passed"]  # 20 generator steps at 8 px wide cannot learn
