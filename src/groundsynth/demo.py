@@ -39,7 +39,7 @@ class DemoConfig:
     seed: int = 0
     workers: int = 2
     experiment: bool = True
-    experiment_size: int = 1024  # sample worlds of the experiment's regions
+    experiment_size: int = 1536  # sample worlds of the experiment's regions
     experiment_patch: int = 64
     preset: Literal["tiny", "small", "full"] = "small"
     family: Literal["diffusion", "gan"] = "diffusion"
@@ -64,7 +64,7 @@ def _region(
     )  # type: ignore[arg-type]
     cfg = BuildConfig(
         imagery=(str(world.imagery),), landcover=(str(world.landcover),), out=str(out / name),
-        size=patch, seed=seed, workers=workers, block_size=2,
+        size=patch, seed=seed, workers=workers, block_size=3, buffer=1,
     )  # fmt: skip
     return build_dataset(cfg).out
 
@@ -93,7 +93,7 @@ def run_demo(
     built = build_dataset(
         BuildConfig(
             imagery=(str(world.imagery),), landcover=(str(world.landcover),), out=str(out / "dataset"),
-            size=config.patch_size, seed=config.seed, workers=config.workers, block_size=2,
+            size=config.patch_size, seed=config.seed, workers=config.workers, block_size=2, buffer=1,
         ),
         progress=build_progress,
     )  # fmt: skip

@@ -111,6 +111,12 @@ def build_cmd(
     ),
     split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions."),
     block_size: int = typer.Option(8, help="Side of a split block, in patches."),
+    buffer: int = typer.Option(
+        1,
+        min=0,
+        help="Patches dropped between blocks of different splits (from the lower-ranked side: "
+        "train, then val), so no test patch touches a training patch. 0 keeps every patch.",
+    ),
     assign: list[str] = typer.Option([], help="With --split-by source: SOURCE=SPLIT, repeatable."),
     seed: int = typer.Option(0, help="Seed of the split assignment."),
     workers: int = typer.Option(
@@ -155,6 +161,7 @@ def build_cmd(
         split_by=split_by,  # type: ignore[arg-type]
         split_fractions=_floats(split, 3, "--split"),  # type: ignore[arg-type]
         block_size=block_size,
+        buffer=buffer,
         assign=_parse_assign(assign),
         seed=seed,
         workers=workers,
@@ -264,7 +271,9 @@ def demo_cmd(
         help="Run the grounded-vs-ungrounded experiment (generators, benchmark).",
     ),
     experiment_size: int = typer.Option(
-        1024, help="Sample-world size of the experiment's two regions."
+        1536,
+        help="Sample-world size of the experiment's two regions (1536: about 190 training "
+        "and 30 test patches of 64 px each, after a 1-patch split buffer).",
     ),
     experiment_patch: int = typer.Option(64, help="Patch size of the experiment's datasets."),
     preset: str = typer.Option(

@@ -42,7 +42,12 @@ from groundsynth.data.rasters import (
     discover_imagery,
     discover_landcover,
 )
-from groundsynth.data.splits import assign_blocks, assign_sources, validate_fractions
+from groundsynth.data.splits import (
+    assign_blocks,
+    assign_sources,
+    buffer_radius,
+    validate_fractions,
+)
 from groundsynth.errors import InputError
 from groundsynth.runs import check_run_dir, start_run, to_plain
 
@@ -77,6 +82,8 @@ class BuildConfig:
     split_by: Literal["block", "source"] = "block"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     block_size: int = 8
+    #: patches dropped between blocks of different splits (see groundsynth.data.splits)
+    buffer: int = 1
     assign: tuple[tuple[str, str], ...] = ()
     seed: int = 0
     workers: int = 1
@@ -111,6 +118,7 @@ class BuildConfig:
         validate_fractions(self.split_fractions)
         if self.block_size < 1 or self.workers < 1 or self.chunk_patches < 1:
             raise InputError("--block-size, --workers and chunk size must be >= 1")
+        buffer_radius(self.buffer, self.size, self.stride or self.size)  # validates
         if not 0 <= self.png_compress_level <= 9:
             raise InputError(f"PNG compression level must be 0..9, got {self.png_compress_level}")
         try:
@@ -249,6 +257,9 @@ def _plan(config: BuildConfig, sources, tiles, all_chunks: list[Chunk]) -> Chunk
         split_fractions=config.split_fractions,
         block_size=config.block_size,
         seed=config.seed,
+        buffer_radius=buffer_radius(config.buffer, config.size, config.step)
+        if config.split_by == "block"
+        else 0,
         png_compress_level=config.png_compress_level,
         png_encoder=config.png_encoder,
     )
@@ -406,6 +417,11 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
             "skipped": skipped,
             "class_share": class_share,
             "leakage": leak,
+            "buffer": {
+                "patches": config.buffer if config.split_by == "block" else 0,
+                "radius_steps": plan.buffer_radius,
+                "dropped": skipped.get("buffer", 0),
+            },
             "sources": {
                 s.name: {"split": plan.source_split[i], "crs": s.crs, "size": [s.width, s.height]}
                 for i, s in enumerate(sources)

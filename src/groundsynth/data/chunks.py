@@ -33,6 +33,7 @@ from groundsynth.data.contract import image_path, mask_path, nir_path
 from groundsynth.data.masks import encode_mask_png, encode_rgb_png
 from groundsynth.data.radiometry import Scaler, describe_scaling
 from groundsynth.data.rasters import ImagerySource, LandcoverTile
+from groundsynth.data.splits import in_buffer
 from groundsynth.errors import InputError
 from groundsynth.io import atomic_path, write_bytes
 
@@ -78,6 +79,7 @@ class ChunkPlan:
     split_fractions: tuple[float, float, float]
     block_size: int
     seed: int
+    buffer_radius: int  # grid steps; see groundsynth.data.splits.in_buffer
     png_compress_level: int
     png_encoder: str
 
@@ -307,6 +309,16 @@ def process_chunk(plan: ChunkPlan, chunk: Chunk, *, wait: bool = True) -> dict:
     for k in range(chunk.ncols):
         x = k * stride
         col = chunk.col0 + k
+        if plan.source_split[chunk.source] is None and in_buffer(
+            plan.block_splits,
+            src.name,
+            chunk.row,
+            col,
+            block_size=plan.block_size,
+            radius=plan.buffer_radius,
+        ):
+            skipped["buffer"] += 1
+            continue
         nd = img_nodata[:, x : x + size]
         if nd.all():
             skipped["imagery_empty"] += 1

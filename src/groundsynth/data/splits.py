@@ -5,6 +5,11 @@ ordered by a hash of (seed, source, block row, block column) and the first 80 % 
 default) go to train, the next 10 % to val, the rest to test. Neighbouring patches mostly
 share a split, the shares are exact in blocks, and the assignment does not depend on
 processing order or resumption.
+A *buffer* of N patches keeps blocks of different splits apart: a patch is dropped when a
+patch position of a higher-ranked split (test > val > train) lies within
+:func:`buffer_radius` grid steps of it, so the dropped ring always sits on the lower-ranked
+side of a boundary (test and val keep their blocks whole) and no kept test patch lies within
+N patch widths of a kept training patch.
 ``source``: whole imagery sources (regions) go to one split each, for held-out-region tests.
 """
 
@@ -16,7 +21,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from groundsynth.data.contract import SPLITS
 from groundsynth.errors import InputError
 
-__all__ = ["assign_blocks", "assign_sources", "leakage", "unit_hash", "validate_fractions"]
+__all__ = [
+    "assign_blocks",
+    "assign_sources",
+    "buffer_radius",
+    "in_buffer",
+    "leakage",
+    "unit_hash",
+    "validate_fractions",
+]
+
+#: Which side of a boundary between two splits keeps its patches under a buffer.
+_RANK = {"train": 0, "val": 1, "test": 2}
 
 
 def unit_hash(*parts: object) -> float:
@@ -64,6 +80,51 @@ def assign_blocks(
             out[b] = name
         start += k
     return out
+
+
+def buffer_radius(buffer: int, size: int, stride: int) -> int:
+    """Grid steps around a patch that must hold no higher-ranked split for it to be kept.
+
+    Two patches ``d`` grid steps apart leave ``d * stride - size`` pixels between them; a
+    buffer of N patch widths needs ``d * stride - size >= N * size``, that is
+    ``d >= (N + 1) * size / stride``, so the radius is that distance minus one. With
+    ``stride == size`` the radius is N (N patches dropped between blocks); 0 keeps all.
+    """
+    if buffer < 0:
+        raise InputError(f"--buffer must be >= 0 patches, got {buffer}")
+    if buffer == 0:
+        return 0
+    return -(-(buffer + 1) * size // stride) - 1
+
+
+def in_buffer(
+    block_splits: Mapping[tuple[str, int, int], str],
+    source: str,
+    row: int,
+    col: int,
+    *,
+    block_size: int,
+    radius: int,
+) -> bool:
+    """Whether the patch at (row, col) falls in the buffer: some grid position within
+    ``radius`` steps (Chebyshev) belongs to a block of a higher-ranked split than its own."""
+    if radius <= 0:
+        return False
+    own = _RANK[block_splits[(source, row // block_size, col // block_size)]]
+    if own == max(_RANK.values()):
+        return False
+    b = block_size
+    seen: set[tuple[int, int]] = set()
+    for r in range(row - radius, row + radius + 1):
+        for c in range(col - radius, col + radius + 1):
+            key = (r // b, c // b)
+            if r < 0 or c < 0 or key in seen:
+                continue
+            seen.add(key)
+            other = block_splits.get((source, *key))
+            if other is not None and _RANK[other] > own:
+                return True
+    return False
 
 
 def assign_sources(
