@@ -75,9 +75,7 @@ def test_no_kept_test_patch_lies_within_the_buffer_of_a_kept_train_patch(buffer,
     blocks = assign_blocks(keys, fractions=(0.6, 0.2, 0.2), seed=seed)
     radius = buffer_radius(buffer, 64, 64)
     split, expected = _brute_force(blocks, n, b, radius)
-    got = {
-        (r, c) for r, c in split if in_buffer(blocks, "s", r, c, block_size=b, radius=radius)
-    }
+    got = {(r, c) for r, c in split if in_buffer(blocks, "s", r, c, block_size=b, radius=radius)}
     assert got == expected
     kept = {p: s for p, s in split.items() if p not in got}
     assert {s for p, s in split.items() if p in got} <= {"train", "val"}
