@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint bench gpu-wheels clean
+.PHONY: demo test lint bench mutate gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,18 +26,24 @@ demo: $(VENV)/.installed-all
 	$(BIN)/groundsynth demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
+
+# Mutation testing (mutmut) of the modules whose numbers users quote; not in CI (slow).
+# Some targets only: make mutate MUTATE="data/splits.py io.py"
+mutate: $(VENV)/.installed-dev
+	$(BIN)/python tools/mutate.py $(MUTATE)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_masks.py
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_captions.py --quick
+	$(BIN)/python benchmarks/bench_report.py --repeats 1
 
 # Wheels (CPython 3.12, manylinux x86-64) of what the GPU machine lacks, for
 # benchmarks/gpu_check.sh; the versions are those this project is tested with.

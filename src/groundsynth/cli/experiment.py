@@ -21,9 +21,12 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML report (figures embedded, no JavaScript) of run directories.
 
-    Each directory becomes a section chosen by what it holds: a dataset gets its composition
+    The page opens with the findings: the question, the answer per task and domain with its
+    95 % CI, the checks that qualify it (pass / warn) and what to run to tighten it. Then each
+    directory becomes a section chosen by what it holds: a dataset gets its composition
     plots and sample grid, a caption evaluation its redundancy and consistency tables, a
-    benchmark or experiment its results table.
+    benchmark or experiment its results table. Grids show a few thumbnails whatever the
+    dataset's size, so the page stays small.
 
     Example: `groundsynth report demo_out/dataset demo_out/captions_eval --out report.html`
     """

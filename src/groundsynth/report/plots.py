@@ -1,4 +1,8 @@
-"""Matplotlib figures of the report (Agg backend, no display needed)."""
+"""Matplotlib figures of the report (Agg backend, no display needed).
+
+Every figure is drawn from aggregates (shares, quartiles, differences), never one mark per
+sample, so its size does not grow with the dataset.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy as np
 from groundsynth._optional import lazy_import
 from groundsynth.classes import CLASS_NAMES, COLOURS
 
-__all__ = ["composition_bars", "composition_boxes", "difference_bars", "sample_grid"]
+__all__ = ["composition_bars", "composition_boxes", "difference_bars"]
 
 _HEX = ["#" + "".join(f"{v:02x}" for v in c) for c in COLOURS.tolist()]
 
@@ -64,37 +68,6 @@ def composition_boxes(fractions: Mapping[str, np.ndarray], title: str = "") -> A
         ax.legend(fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
-    return fig
-
-
-def sample_grid(
-    rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], texts: Sequence[str] = ()
-) -> Any:
-    """A grid of images (one row per sample; masks given as RGB), with an optional caption
-    under each row."""
-    plt = _plt()
-    n, m = len(rows), len(columns)
-    fig, axes = plt.subplots(n, m, figsize=(2.3 * m, 2.5 * n), squeeze=False)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            ax = axes[i][j]
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(columns[j], fontsize=9)
-        if i < len(texts) and texts[i]:
-            axes[i][0].set_xlabel("")
-            fig.text(
-                0.01,
-                1 - (i + 1) / n + 0.005,
-                texts[i][:160],
-                fontsize=7,
-                ha="left",
-                va="bottom",
-                wrap=True,
-            )
-    fig.tight_layout(h_pad=1.6)
     return fig
 
 

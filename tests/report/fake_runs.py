@@ -1,0 +1,168 @@
+"""Run directories for report tests, made in milliseconds: the real layout and file names,
+tables of any length, but image files only for the samples a report shows.
+
+Used by the report tests and by ``benchmarks/bench_report.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
+from groundsynth.data.contract import image_path, mask_path
+from groundsynth.report.samples import MAX_SAMPLES, pick_ids
+
+SPLIT_SHARES = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def _write_sample(root: Path, split: str, sid: str, rng: np.random.Generator, size: int) -> None:
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = ((xx // max(1, size // 4) + yy // max(1, size // 3) + rng.integers(0, NUM_CLASSES))
+            % NUM_CLASSES).astype(np.uint8)  # fmt: skip
+    rgb = np.stack([mask * 30 + 20, 120 + (xx % 16) * 4, 200 - mask * 20], axis=-1)
+    rgb = (rgb + rng.integers(0, 12, rgb.shape)).clip(0, 255).astype(np.uint8)
+    image_path(root, split, sid).parent.mkdir(parents=True, exist_ok=True)
+    mask_path(root, split, sid).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(image_path(root, split, sid))
+    Image.fromarray(mask).save(mask_path(root, split, sid))
+
+
+def fake_dataset(
+    root: Path,
+    n: int = 200,
+    *,
+    splits: dict[str, float] | None = None,
+    captions: bool = True,
+    leakage: tuple[int, int] | None = (0, 20),
+    size: int = 64,
+    missing: int = 0,
+    seed: int = 0,
+) -> Path:
+    """A groundsynth-layout dataset of ``n`` samples: metadata (ids, splits, class fractions),
+    caption tables, a build manifest with leakage figures ``(touching, test patches)``; image
+    and mask files only for the samples a report's grid picks in each split (``missing`` of
+    them left out)."""
+    rng = np.random.default_rng(seed)
+    shares = splits or SPLIT_SHARES
+    counts = {s: int(round(n * f)) for s, f in shares.items()}
+    ids, split_col = [], []
+    for s, k in counts.items():
+        ids += [f"{s}_{i:07d}" for i in range(k)]
+        split_col += [s] * k
+    fracs = rng.dirichlet(np.ones(NUM_CLASSES), size=len(ids))
+    meta = pd.DataFrame({"id": ids, "split": split_col})
+    for c, name in enumerate(CLASS_NAMES):
+        meta[f"frac_{name}"] = fracs[:, c]
+    root.mkdir(parents=True, exist_ok=True)
+    meta.to_parquet(root / "metadata.parquet", index=False)
+    for s in counts:
+        rows = meta[meta["split"] == s]
+        if captions:
+            (root / "captions").mkdir(exist_ok=True)
+            table = pd.DataFrame({"filename": rows["id"] + ".png", "split": s})
+            top = np.asarray(CLASS_NAMES)[
+                rows[[f"frac_{c}" for c in CLASS_NAMES]].to_numpy().argmax(1)
+            ]
+            table["text_template"] = np.char.add("A landscape mostly of ", top.astype(str))
+            table.to_csv(root / "captions" / f"{s}.csv", index=False)
+        shown = pick_ids(sorted(rows["id"]), MAX_SAMPLES)
+        for sid in shown[missing:] if s == next(iter(counts)) else shown:
+            _write_sample(root, s, sid, rng, size)
+    outputs: dict[str, Any] = {"patches": counts}
+    if leakage is not None:
+        outputs["leakage"] = {
+            "test_patches_touching_train": leakage[0],
+            "test_patches": leakage[1],
+        }
+    (root / "manifest.json").write_text(json.dumps({"stage": "build", "outputs": outputs}))
+    (root / "config.yaml").write_text(
+        f"imagery: [{root.parent / 'world' / 'sentinel2.tif'}]\n"
+        f"landcover: [{root.parent / 'world' / 'landcover.tif'}]\nsize: {size}\n"
+    )
+    return root
+
+
+def _diff(comparison: str, domain: str, metric: str, mean: float, half: float, wins: int) -> dict:
+    return {
+        "comparison": comparison, "domain": domain, "metric": metric, "mean": mean, "n": 3,
+        "wins": wins, "ci95_low": mean - half, "ci95_high": mean + half, "ci_method": "t",
+        "boot95_low": mean - half / 2, "boot95_high": mean + half / 2, "p_sign_flip": 0.25,
+    }  # fmt: skip
+
+
+def fake_experiment(
+    root: Path, source: Path, target: Path, *, learned: bool = False, synthetic_n: int = 60
+) -> Path:
+    """An experiment directory as ``experiment transfer`` writes it (experiment.json,
+    results.csv, its synthetic sets), with figures made up: in-domain no difference,
+    cross-region grounded better; ``learned``: every learning check passes."""
+    root.mkdir(parents=True, exist_ok=True)
+    pair = "real,synthetic/grounded:1.0  −  real,synthetic/ungrounded:1.0"
+    diffs = [
+        _diff(pair, "in-domain (A test)", "f1", -0.0045, 0.028, 1),
+        _diff(pair, "in-domain (A test)", "iou", -0.0065, 0.044, 1),
+        _diff(pair, "cross-region (B)", "f1", 0.0863, 0.05, 3),
+        _diff(pair, "cross-region (B)", "iou", 0.0543, 0.04, 3),
+    ]
+    table = [
+        {"regime": r, "domain": d, "n_seeds": 3, "f1_mean": f, "f1_ci95_low": f - 0.02,
+         "f1_ci95_high": f + 0.02, "iou_mean": f - 0.1, "iou_ci95_low": f - 0.12,
+         "iou_ci95_high": f - 0.08}
+        for r in ("real", "real,synthetic/ungrounded:1.0", "real,synthetic/grounded:1.0")
+        for d, f in (("in-domain (A test)", 0.74), ("cross-region (B)", 0.25))
+    ]  # fmt: skip
+    checks = [
+        {"model": f"segmenter unet {r} seed {s}", "figure": 0.69, "floor": 0.60 if learned else 0.80,
+         "passed": learned, "rule": "in-domain macro IoU above the pixel floor's", "kind": "segmenter"}
+        for r in ("real", "real,synthetic/grounded:1.0") for s in range(3)
+    ] + [
+        {"model": "grounded generator: label fidelity", "figure": 0.61, "floor": 0.56,
+         "passed": True, "rule": "read back at least 0.7x the real ceiling", "kind": "generator"},
+        {"model": "ungrounded generator: feature fidelity", "figure": 150.9, "floor": 91.8,
+         "passed": learned, "rule": "FD at most 10x the real halves'", "kind": "generator"},
+    ]  # fmt: skip
+    fidelity = {
+        name: {
+            "label_fidelity": {"synthetic": {"samples": synthetic_n, "sample_miou": {"mean": lf}},
+                               "real_reference": {"samples": 40, "sample_miou": {"mean": 0.545}}},
+            "feature_fidelity": {"synthetic": {"frechet_distance": fd, "prdc": {"precision": 0.9, "recall": 0.5}},
+                                 "real_halves": {"frechet_distance": 9.18}},
+            "composition": {"jsd_pixel_share": 0.01},
+        }
+        for name, lf, fd in (("grounded", 0.41 if learned else 0.36, 46.0), ("ungrounded", 1.0, 151.0))
+    }  # fmt: skip
+    doc = {
+        "source": str(source), "target": str(target), "n_real_train": 160,
+        "synthetic_sizes": {"grounded": synthetic_n, "ungrounded": synthetic_n},
+        "grounding_filter": {"threshold": 0.2, "rule": "given"}, "family": "diffusion",
+        "generators": {"grounded": "conditional-diffusion", "ungrounded": "diffusion"},
+        "learning": {"passed": learned, "failed": [c["model"] for c in checks if not c["passed"]],
+                     "checks": checks},
+        "budgets": [1.0], "seeds": [0, 1, 2], "table": table, "differences": diffs,
+        "fidelity": fidelity, "notes": ["made up for the report tests"],
+    }  # fmt: skip
+    (root / "experiment.json").write_text(json.dumps(doc))
+    (root / "config.yaml").write_text("preset: small\n")
+    pd.DataFrame(table).to_csv(root / "results.csv", index=False)
+    for name in ("grounded", "ungrounded"):
+        fake_dataset(root / "synthetic" / name, synthetic_n, splits={"synth": 1.0},
+                     captions=False, leakage=None, seed=len(name))  # fmt: skip
+    return root
+
+
+def fake_table(root: Path, rows: int = 100) -> Path:
+    """A benchmark-like run: ``results.csv`` of ``rows`` rows."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    pd.DataFrame(
+        {"arch": np.where(np.arange(rows) % 2, "unet", "fpn"), "seed": np.arange(rows) % 10,
+         "f1": rng.random(rows), "iou": rng.random(rows)}
+    ).to_csv(root / "results.csv", index=False)  # fmt: skip
+    (root / "manifest.json").write_text(json.dumps({"stage": "benchmark-segmentation"}))
+    return root

@@ -1,0 +1,188 @@
+"""Mutation testing of the modules whose numbers users quote (``make mutate``).
+
+Runs mutmut (3.x) on a scratch copy of the project, so the work tree never holds mutants:
+the source and tests are synchronised into ``.mutate/work`` (only changed files are copied,
+with their times, so mutmut's own cache resumes an interrupted or repeated run), a
+``[tool.mutmut]`` section naming the chosen modules and their tests is written there, and
+mutmut runs each mutant against the tests that exercise the mutated function. Prints, per
+module, how many mutants were made, killed, survived, had no test or timed out, the time
+taken, and then every survivor with its diff; writes the same as ``.mutate/report.json``.
+
+Lines that only build messages (log calls, ``raise ...Error(...)`` bodies, warnings) are not
+mutated: a changed message is not a wrong number. A survivor that cannot change behaviour (an
+equivalent mutant) is marked in the source with ``# pragma: no mutate`` and a comment saying
+why.
+
+Usage::
+
+    python tools/mutate.py                       # every target (tens of minutes on 2 cores)
+    python tools/mutate.py data/splits.py io.py  # some targets
+    python tools/mutate.py --list                # the targets and their tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "src/groundsynth"
+
+#: module (under src/groundsynth) -> the tests that check its numbers
+TARGETS: dict[str, list[str]] = {
+    "benchmark/metrics.py": ["tests/benchmark/test_metrics.py"],
+    "experiment/stats.py": ["tests/experiment/test_stats.py"],
+    "experiment/tables.py": ["tests/experiment/test_tables.py"],
+    "evaluate/fidelity.py": ["tests/evaluate/test_fidelity_composition.py"],
+    "evaluate/caption_consistency.py": ["tests/evaluate/test_caption_metrics.py"],
+    "data/splits.py": ["tests/data/test_split_buffer.py", "tests/data/test_splits.py"],
+    "generate/pseudo_label.py": ["tests/benchmark/test_pseudo_label.py"],
+    "io.py": ["tests/test_io.py"],
+}
+
+#: statements that only say something; their mutants would change words, not results
+QUIET_PATTERNS = [
+    r"^\s*(log|logger)\.(debug|info|warning|error|exception)\(",
+    r"^\s*raise \w+(Error|Exception)\(",
+    r"^\s*warnings\.warn\(",
+]
+
+STATES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault")
+
+
+def _sync(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` (Python and data files), copying only what changed."""
+    wanted = set()
+    for path in src.rglob("*"):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        rel = path.relative_to(src)
+        wanted.add(rel)
+        target = dst / rel
+        if target.exists() and filecmp.cmp(path, target, shallow=False):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    if dst.exists():
+        for path in dst.rglob("*"):
+            stale = path.is_file() and path.relative_to(dst) not in wanted
+            if stale and "__pycache__" not in path.parts:
+                path.unlink()
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def _prepare(work: Path, targets: list[str]) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    for folder in ("src", "tests"):
+        _sync(ROOT / folder, work / folder)
+    tests = sorted({t for m in targets for t in TARGETS[m] if (ROOT / t).exists()})
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", pyproject)
+    pyproject += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src/"]\n'
+        f"only_mutate = {_toml_list([f'{PACKAGE}/{m}' for m in targets])}\n"
+        f"do_not_mutate_patterns = {_toml_list(QUIET_PATTERNS)}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+    )
+    (work / "pyproject.toml").write_text(pyproject)
+
+
+def _results(work: Path, mutmut: str) -> dict[str, str]:
+    out = subprocess.run(
+        [mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True, check=True
+    ).stdout
+    status = {}
+    for line in out.splitlines():
+        name, sep, state = line.strip().rpartition(": ")
+        if sep and name.startswith("groundsynth."):
+            status[name] = state.strip()
+    return status
+
+
+def _module_of(mutant: str) -> str:
+    dotted = mutant.rsplit(".", 1)[0].removeprefix("groundsynth.")
+    return dotted.replace(".", "/") + ".py"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help="modules under src/groundsynth (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the targets and exit")
+    parser.add_argument("--work", default=str(ROOT / ".mutate"), help="scratch folder")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-diffs", action="store_true", help="do not print survivors' diffs")
+    args = parser.parse_args(argv)
+    if args.list:
+        for module, tests in TARGETS.items():
+            print(f"{module:34s} {' '.join(tests)}")
+        return 0
+    targets = args.targets or list(TARGETS)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        parser.error(f"unknown targets {unknown}; see --list")
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
+    if mutmut is None:
+        parser.error("mutmut is not installed: pip install 'groundsynth[dev]'")
+    root = Path(args.work)
+    work = root / "work"
+    _prepare(work, targets)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    run = subprocess.run(
+        [mutmut, "run", "--max-children", str(args.max_children)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seconds = time.perf_counter() - t0
+    if run.returncode != 0:
+        sys.stderr.write(run.stderr[-4000:])
+        return run.returncode
+    status = _results(work, mutmut)
+    per_module: dict[str, dict[str, int]] = {}
+    for name, state in status.items():
+        row = per_module.setdefault(_module_of(name), dict.fromkeys(("mutants", *STATES), 0))
+        row["mutants"] += 1
+        row[state] = row.get(state, 0) + 1
+    print(f"mutation testing: {len(status)} mutants in {seconds:.0f} s")
+    print(f"{'module':34s} {'mutants':>7s} {'killed':>6s} {'survived':>8s} {'no tests':>8s}")
+    for module in sorted(per_module):
+        r = per_module[module]
+        print(
+            f"{module:34s} {r['mutants']:7d} {r['killed']:6d} {r['survived']:8d} "
+            f"{r['no tests']:8d}" + (f"  (timeout {r['timeout']})" if r["timeout"] else "")
+        )
+    survivors = sorted(n for n, s in status.items() if s in ("survived", "no tests"))
+    for name in survivors:
+        print(f"\n--- {name}: {status[name]}")
+        if not args.no_diffs:
+            diff = subprocess.run(
+                [mutmut, "show", name], cwd=work, capture_output=True, text=True
+            ).stdout
+            print("\n".join(line for line in diff.splitlines() if line[:1] in "+-@"))
+    report = {
+        "seconds": round(seconds, 1),
+        "modules": per_module,
+        "survivors": {n: status[n] for n in survivors},
+    }
+    (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
