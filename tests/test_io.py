@@ -85,6 +85,53 @@ def test_failed_replacement_keeps_the_old_file(tmp_path, mode, monkeypatch):
     assert _listing(tmp_path) == ["x.bin"]
 
 
+def _spy(monkeypatch, module, name, calls):
+    """Record the calls of ``module.name`` (positional arguments and keywords) in ``calls``."""
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(
+            (tuple(os.fspath(a) if isinstance(a, os.PathLike) else a for a in args), kwargs)
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+
+
+def _supports_unnamed_files(folder) -> bool:
+    if io._proc_fd() is False:
+        return False
+    try:
+        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
+    except OSError:
+        return False
+    return True
+
+
+def test_unnamed_file_is_linked_into_place_where_supported(tmp_path, monkeypatch):
+    """Where O_TMPFILE works, a new file never exists under a temporary name and is not
+    renamed: the unnamed file is linked to its name from /proc/self/fd."""
+    if not _supports_unnamed_files(tmp_path):
+        pytest.skip("no O_TMPFILE / /proc here")
+    links, temps, renames = [], [], []
+    _spy(monkeypatch, os, "link", links)
+    _spy(monkeypatch, io, "_create_temp", temps)
+    _spy(monkeypatch, os, "replace", renames)
+    dest = tmp_path / "x.bin"
+    io.write_bytes(dest, b"data")
+    assert dest.read_bytes() == b"data" and _listing(tmp_path) == ["x.bin"]
+    assert temps == [] and renames == []  # not the fallback
+    ((src, dst), kwargs) = links[0]
+    assert len(links) == 1 and src.startswith("self/fd/") and dst == str(dest)
+    assert kwargs["src_dir_fd"] == io._proc_fd()
+    # replacing a file: linked under a hidden name, renamed over it; no temporary created
+    io.write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"new" and _listing(tmp_path) == ["x.bin"]
+    assert temps == [] and len(links) == 3  # the refused link to x.bin, then the hidden one
+    hidden = links[2][0][1]
+    assert os.path.basename(hidden).startswith(".x.bin.") and renames == [((hidden, str(dest)), {})]
+
+
 def test_unsupported_file_system_falls_back_to_rename(tmp_path, monkeypatch):
     if not hasattr(os, "O_TMPFILE"):
         pytest.skip("no O_TMPFILE on this system")
@@ -96,9 +143,17 @@ def test_unsupported_file_system_falls_back_to_rename(tmp_path, monkeypatch):
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", no_tmpfile)
+    links, temps, renames = [], [], []
+    _spy(monkeypatch, os, "link", links)
+    _spy(monkeypatch, io, "_create_temp", temps)
+    _spy(monkeypatch, os, "replace", renames)
     io.write_bytes(tmp_path / "x.bin", b"data")
     assert (tmp_path / "x.bin").read_bytes() == b"data"
     assert _listing(tmp_path) == ["x.bin"]
+    assert links == [] and len(temps) == 1  # a hidden temporary file, renamed into place
+    ((tmp, dst), _) = renames[0]
+    assert len(renames) == 1 and dst == str(tmp_path / "x.bin")
+    assert os.path.basename(tmp).startswith(".x.bin.")
 
 
 def test_write_json_and_text(tmp_path, mode):

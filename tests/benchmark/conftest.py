@@ -20,7 +20,9 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lc, img = make_pair(tmp)
     out = tmp / "ds"
     build_dataset(
-        BuildConfig(imagery=(str(img),), landcover=(str(lc),), out=str(out), size=64, block_size=1)
+        BuildConfig(
+            imagery=(str(img),), landcover=(str(lc),), out=str(out), size=64, block_size=1, buffer=0
+        )
     )
     return out
 
@@ -49,7 +51,7 @@ def sample_world_dataset(tmp_path_factory: pytest.TempPathFactory, sample_world_
     build_dataset(
         BuildConfig(
             imagery=(str(world.imagery),), landcover=(str(world.landcover),), out=str(out),
-            size=64, block_size=1, max_label_nodata=0.2,
+            size=64, block_size=1, buffer=0, max_label_nodata=0.2,
         )
     )  # fmt: skip
     return out

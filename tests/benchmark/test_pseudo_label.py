@@ -99,3 +99,51 @@ def test_default_out_is_beside_the_input(tiny_checkpoint, tmp_path):
         pseudo_label(
             PseudoLabelConfig(dataset=str(folder), model=str(tiny_checkpoint), out=str(folder))
         )
+
+
+def test_written_masks_and_confidences_are_the_models_predictions(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """A model with known logits (a fixed function of the red band): the written masks are
+    its per-pixel argmax and ``confidence`` is the mean over pixels of its max softmax."""
+    import torch
+
+    import groundsynth.benchmark.model as model_module
+    from groundsynth.classes import NUM_CLASSES
+
+    class RedBands(torch.nn.Module):
+        """``logit_c = -(6 r - c)^2`` with ``r`` the 0..1 red band: argmax ~ round(6 r)."""
+
+        spec = type("Spec", (), {"classes": NUM_CLASSES})()
+
+        def forward(self, x):
+            c = torch.arange(NUM_CLASSES, dtype=x.dtype).view(1, -1, 1, 1)
+            return -((6 * x[:, :1] - c) ** 2)
+
+    monkeypatch.setattr(
+        model_module, "load_segmenter", lambda path, map_location: (RedBands(), {"name": "red"})
+    )
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    images = {f"{i:04d}": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(3)}
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / f"{name}.png")
+    out = tmp_path / "pl"
+    result = pseudo_label(
+        PseudoLabelConfig(
+            dataset=str(folder), model=str(tiny_checkpoint), out=str(out), device="cpu",
+            batch_size=2,
+        )
+    )  # fmt: skip
+    assert result.counts == {"synth": 3}
+    meta = pd.read_parquet(out / "metadata.parquet").set_index("id")
+    for name, image in images.items():
+        r = image[..., 0].astype(np.float64) / 255.0
+        logits = -((6 * r[None] - np.arange(NUM_CLASSES)[:, None, None]) ** 2)
+        prob = np.exp(logits - logits.max(axis=0))
+        prob /= prob.sum(axis=0)
+        expected = prob.argmax(axis=0)
+        assert len(np.unique(expected)) == NUM_CLASSES  # every class appears: a real check
+        np.testing.assert_array_equal(read_mask(out / "synth" / "masks" / f"{name}.png"), expected)
+        assert meta.loc[name, "confidence"] == pytest.approx(prob.max(axis=0).mean(), rel=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -181,8 +182,14 @@ def test_failures_are_recorded_left_empty_and_retried(tmp_path: Path, monkeypatc
         assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in srv.requests)
     df = pd.read_csv(root / "captions" / "train.csv", keep_default_na=False)
     assert (df["hybrid_qwen3-vl-8b"] != "").all()
-    for f in (root / "captions" / "run").iterdir():  # config, manifest, log: no key
-        assert KEY not in f.read_text(), f
+    # no file of the output holds the key: run config, manifest, log, journal, tables
+    scanned = [f for f in sorted(root.rglob("*")) if f.is_file()]
+    names = {f.relative_to(root / "captions").as_posix() for f in scanned if "captions" in f.parts}
+    assert {"run/config.yaml", "run/manifest.json", "train.csv", ".journal/columns.json"} <= names
+    assert any(n.startswith(".journal/train/hybrid_qwen3-vl-8b/") for n in names)
+    for f in scanned:
+        data = f.read_bytes()
+        assert KEY.encode() not in data and KEY.encode("utf-16-le") not in data, f
     assert KEY not in caplog.text
     assert "api_key_env: OPENAI_API_KEY" in (root / "captions" / "run" / "config.yaml").read_text()
 
@@ -201,6 +208,44 @@ def test_a_torn_journal_line_is_ignored_then_cut(tmp_path: Path) -> None:
     assert (root / "captions" / "train.csv").read_bytes() == table
     assert all(json.loads(ln) for ln in journal.read_text().splitlines())
     assert rebuild_tables(root)["train"].read_bytes() == table
+
+
+def test_every_journal_batch_is_fsynced_once_written(tmp_path: Path, monkeypatch) -> None:
+    """Each batch is one write then an fsync of that journal file's descriptor (and of its
+    folder when the file is new): durable on return, whatever happens next."""
+    synced: list[tuple[int, int, bool]] = []  # (inode, size at fsync, is a folder)
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_size, stat.S_ISDIR(st.st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    journal = CaptionJournal(tmp_path / ".journal")
+    rec = {"id": "a", "status": "ok", "captions": ["x"], "pct": [100, 0, 0, 0, 0, 0, 0]}
+    journal.append("train", "text_t", 0, [rec, {**rec, "id": "b"}])
+    path = tmp_path / ".journal" / "train" / "text_t" / "00000.jsonl"
+    size = path.stat().st_size
+    folder = path.parent.stat().st_ino
+    assert synced[0] == (path.stat().st_ino, size, False)  # the file, holding the whole batch
+    assert [s[0] for s in synced[1:]] == [folder]  # then its new folder entry
+    synced.clear()
+    journal.append("train", "text_t", 0, [{**rec, "id": "c"}])
+    assert synced == [(path.stat().st_ino, path.stat().st_size, False)]
+    assert path.stat().st_size > size
+    synced.clear()
+    journal.append("train", "text_t", 0, [])  # nothing to write: nothing to sync
+    assert synced == []
+
+    # a run: one fsync of a journal file per batch (3 images in batches of 2, 2 columns)
+    root = make_dataset(tmp_path / "ds", {"train": 3})
+    synced.clear()
+    specs = (StreamSpec.parse("text=template"), StreamSpec.parse("hybrid=template@hybrid_t"))
+    caption_dataset(CaptionRunConfig(str(root), specs, batch_size=2))
+    files = {f.stat().st_ino for f in (root / "captions" / ".journal").rglob("*.jsonl")}
+    assert len(files) == 2
+    assert sum(ino in files for ino, _, _ in synced) == 2 * 2
 
 
 def _ok_lines(root: Path) -> int:

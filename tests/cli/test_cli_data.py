@@ -78,6 +78,7 @@ def test_dry_run_prints_resolved_config(tmp_path):
     )
     assert res.exit_code == 0
     assert "stride: 256" in res.output and "png_encoder:" in res.output
+    assert "percentiles:\n- 2.0\n- 98.0\n" in res.output  # --scaling percentile's default
     assert not (tmp_path / "o").exists()
 
 

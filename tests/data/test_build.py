@@ -321,8 +321,11 @@ def test_scalings_are_recorded(pair, tmp_path, scaling):
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
     if scaling == "patch-max":
         assert image.max() == 255
-    if scaling == "percentile":
-        assert len(info["lo"]) == 3 and all(a < b for a, b in zip(info["lo"], info["hi"]))
+    if scaling == "percentile":  # the default percentiles, 2 and 98, of the source's bands
+        with rasterio.open(img) as ds:
+            refl = ds.read([1, 2, 3]).astype(np.float64) * 1e-4  # no nodata pixel here
+        assert info["lo"] == pytest.approx(np.percentile(refl, 2, axis=(1, 2)).tolist(), abs=1e-6)
+        assert info["hi"] == pytest.approx(np.percentile(refl, 98, axis=(1, 2)).tolist(), abs=1e-6)
 
 
 def test_split_by_source_holds_out_regions(tmp_path):
@@ -359,6 +362,36 @@ def test_blocked_splits_are_deterministic_and_spatial(tmp_path):
     share = md["split"].value_counts(normalize=True)
     assert 0.6 < share["train"] < 0.95
     assert result.leakage["test_patches"] == (md["split"] == "test").sum()
+
+
+def test_leakage_counts_test_patches_touching_train_on_a_hand_layout():
+    """Source ``a`` (t: train, v: val, T: test)::
+
+        row 0:  t t T .
+        row 1:  t v T T
+        row 2:  . . t .
+        row 3:  T . . .        row 5: t (two rows below: does not touch)
+
+    (0,2) touches train (0,1); (1,2) touches (0,1) by a corner and (2,2) by an edge; (1,3)
+    touches (2,2) by a corner; (3,0) touches nothing; val never counts. Source ``b``'s train
+    patch at (0,3) is in another grid: it does not touch ``a``'s tests."""
+    from groundsynth.data.splits import leakage
+
+    layout = {
+        (0, 0): "train", (0, 1): "train", (0, 2): "test",
+        (1, 0): "train", (1, 1): "val", (1, 2): "test", (1, 3): "test",
+        (2, 2): "train", (3, 0): "test", (5, 0): "train",
+    }  # fmt: skip
+    patches = [("a", r, c, s) for (r, c), s in layout.items()]
+    patches += [("b", 0, 3, "train"), ("b", 5, 5, "test")]
+    assert leakage(patches) == {
+        "train_test_touching_pairs": 1 + 2 + 1,
+        "test_patches_touching_train": 3,
+        "test_patches": 5,
+        "test_touching_fraction": 0.6,
+    }
+    assert leakage(iter(patches[::-1])) == leakage(patches)  # order does not matter
+    assert leakage([("a", 0, 0, "train")])["test_touching_fraction"] == 0.0  # no test patch
 
 
 def test_sentinel2_13_band_stack_defaults_to_b4_b3_b2_b8(pair, tmp_path):

@@ -44,8 +44,12 @@ def test_conditional_train_generate_validate(tiny_dataset, tmp_path):
     assert res.exit_code == 0, res.output
     assert "no problems" in res.output
     # --layouts and --target together are refused; library errors become one clear line
-    res = runner.invoke(app, [*args, "--layouts", "augmented", "--target", "Crop>=0.25"])
-    assert res.exit_code != 0
+    res = runner.invoke(
+        app, [*args, "--layouts", "augmented", "--target", "Crop>=0.25"], terminal_width=200
+    )
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)  # a usage error
+    assert "give --layouts or --target/--target-distribution, not both" in res.output
+    assert "Traceback" not in res.output and "Error" in res.output
     res = runner.invoke(app, [*args, "--target", "Forest>=0.2"])
     assert res.exit_code == 2 and "unknown class" in res.output
 
