@@ -43,7 +43,7 @@ TARGETS: dict[str, list[str]] = {
     "experiment/tables.py": ["tests/experiment/test_tables.py"],
     "evaluate/fidelity.py": ["tests/evaluate/test_fidelity_composition.py"],
     "evaluate/caption_consistency.py": ["tests/evaluate/test_caption_metrics.py"],
-    "data/splits.py": ["tests/data/test_split_buffer.py", "tests/data/test_splits.py"],
+    "data/splits.py": ["tests/data/test_split_buffer.py", "tests/data/test_build.py"],
     "generate/pseudo_label.py": ["tests/benchmark/test_pseudo_label.py"],
     "io.py": ["tests/test_io.py"],
 }

@@ -4,91 +4,14 @@ import json
 import logging
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from groundsynth.data.build import BuildConfig, build_dataset
 from groundsynth.data.sample_world import SampleWorldConfig, make_sample_world
-from groundsynth.experiment.transfer import TransferConfig, _table, run_transfer
+from groundsynth.experiment.transfer import TransferConfig, run_transfer
 from groundsynth.report import make_report
-
-
-def _expected_differences(long: pd.DataFrame) -> pd.DataFrame:
-    """grounded - ungrounded per domain and metric, recomputed from the long results: the
-    architecture mean per seed, its difference per seed, the mean, t-interval and wins."""
-    domains = {"real/test": "in-domain (A test)", "synthetic/target": "cross-region (B)"}
-    long = long.assign(domain=long["test_set"].map(domains))
-    rows = []
-    for regime in sorted(r for r in long["regime"].unique() if "synthetic/grounded:" in r):
-        other = regime.replace("synthetic/grounded:", "synthetic/ungrounded:")
-        for domain in domains.values():
-            for m in ("f1", "iou"):
-                g = long[long["domain"] == domain]
-                a = g[g["regime"] == regime].groupby("seed")[m].mean()
-                b = g[g["regime"] == other].groupby("seed")[m].mean()
-                d = (a - b).dropna().to_numpy()
-                lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
-                rows.append(
-                    {"comparison": f"{regime}  −  {other}", "domain": domain, "metric": m,
-                     "mean": d.mean(), "ci95_low": lo, "ci95_high": hi, "wins": int((d > 0).sum()),
-                     "n": len(d)}
-                )  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def _assert_same_differences(got: pd.DataFrame, long: pd.DataFrame) -> None:
-    want = _expected_differences(long)
-    key = ["comparison", "domain", "metric"]
-    got = got.sort_values(key).reset_index(drop=True)
-    want = want.sort_values(key).reset_index(drop=True)
-    assert got[key].equals(want[key])
-    for col in ("mean", "ci95_low", "ci95_high"):
-        np.testing.assert_allclose(got[col], want[col], rtol=1e-9, atol=1e-12, err_msg=col)
-    assert got["wins"].tolist() == want["wins"].tolist()
-    assert got["n"].tolist() == want["n"].tolist()
-
-
-def test_table_differences_are_grounded_minus_ungrounded_paired_by_seed():
-    """Fabricated long results (no training): 2 architectures x 3 seeds; grounded beats
-    ungrounded in-domain by 0.10, 0.12, 0.08 (seeds 0, 1, 2) and loses across regions."""
-    rows = []
-    in_domain = {0: 0.10, 1: 0.12, 2: 0.08}
-    cross_region = {0: -0.02, 1: -0.05, 2: -0.02}
-    for arch, offset in (("unet", 0.0), ("fpn", 0.04)):
-        for seed in (0, 1, 2):
-            base = 0.5 + 0.01 * seed + offset
-            for test_set, gap in (
-                ("real/test", in_domain[seed]),
-                ("synthetic/target", cross_region[seed]),
-            ):
-                for regime, value in (
-                    ("real", base + 0.2),
-                    ("synthetic/grounded:0.5", base + gap),
-                    ("synthetic/ungrounded:0.5", base),
-                ):
-                    rows.append(
-                        {"arch": arch, "regime": regime, "seed": seed, "test_set": test_set,
-                         "f1": value, "iou": value / 2}
-                    )  # fmt: skip
-    summary, diffs = _table(rows, (0, 1, 2))
-    diffs = pd.DataFrame(diffs)
-    _assert_same_differences(diffs, pd.DataFrame(rows))
-    by = diffs.set_index(["domain", "metric"])
-    # by hand: d = (0.10, 0.12, 0.08): mean 0.10, sd 0.02, half-width t(0.975, 2) * 0.02 / sqrt 3
-    half = 4.302652729911275 * 0.02 / np.sqrt(3)
-    ind = by.loc[("in-domain (A test)", "f1")]
-    assert ind["comparison"] == "synthetic/grounded:0.5  −  synthetic/ungrounded:0.5"
-    assert ind["mean"] == pytest.approx(0.10)
-    assert (ind["ci95_low"], ind["ci95_high"]) == pytest.approx((0.10 - half, 0.10 + half))
-    assert ind["wins"] == 3 and ind["n"] == 3
-    assert by.loc[("in-domain (A test)", "iou"), "mean"] == pytest.approx(0.05)
-    cross = by.loc[("cross-region (B)", "f1")]  # grounded worse on every seed: negative
-    assert cross["mean"] == pytest.approx(-0.03) and cross["wins"] == 0
-    real = summary.set_index(["regime", "domain"]).loc[("real", "in-domain (A test)")]
-    assert real["f1_mean"] == pytest.approx(0.5 + 0.01 + 0.02 + 0.2)  # seeds and archs averaged
-    assert real["n_seeds"] == 3
+from tests.experiment.test_tables import assert_same_differences
 
 
 def _region(tmp, name: str, seed: int, region: str):
@@ -144,7 +67,7 @@ def test_table_has_every_regime_domain_and_ci_column(experiment):
     assert (diffs["ci_method"] == "t").all() and (diffs["n"] == 2).all()
     assert ((diffs["p_sign_flip"] == 0.5) | (diffs["p_sign_flip"] == 1.0)).all()  # 2 seeds
     assert len(diffs) == 2 * 2 * 2  # 2 comparisons x 2 domains x 2 metrics
-    _assert_same_differences(diffs, pd.read_csv(out / "results_long.csv"))
+    assert_same_differences(diffs, pd.read_csv(out / "results_long.csv"))
     doc = json.loads((out / "experiment.json").read_text())
     assert doc["synthetic_sizes"]["grounded"] > 0
     assert doc["grounding_filter"] == {"threshold": 0.0, "rule": "given"}

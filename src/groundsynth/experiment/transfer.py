@@ -48,7 +48,7 @@ import pandas as pd
 from groundsynth.data.reader import open_dataset
 from groundsynth.errors import InputError
 from groundsynth.experiment.presets import PRESETS, Preset
-from groundsynth.experiment.stats import paired_difference
+from groundsynth.experiment.tables import results_tables
 from groundsynth.io import write_json, write_text
 from groundsynth.runs import start_run
 
@@ -64,7 +64,6 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 #: How the benchmark's test-set names read in the experiment's tables.
-DOMAINS = {"real/test": "in-domain (A test)", "synthetic/target": "cross-region (B)"}
 
 
 @dataclass(frozen=True)
@@ -333,40 +332,6 @@ class _Experiment:
         )
 
 
-def _table(
-    rows: list[dict[str, Any]], seeds: tuple[int, ...]
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Long results -> (summary per regime x domain, grounded - ungrounded differences)."""
-    from groundsynth.benchmark.results import mean_std_ci
-
-    df = pd.DataFrame(rows)
-    df["domain"] = df["test_set"].map(lambda t: DOMAINS.get(t, t))
-    summary = []
-    for (regime, domain), g in df.groupby(["regime", "domain"], sort=False):
-        per_seed = g.groupby("seed")[["f1", "iou"]].mean()  # mean over architectures
-        row: dict[str, Any] = {"regime": regime, "domain": domain, "n_seeds": len(per_seed)}
-        for m in ("f1", "iou"):
-            mean, std, lo, hi = mean_std_ci(per_seed[m].tolist())
-            row.update(
-                {f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95_low": lo, f"{m}_ci95_high": hi}
-            )
-        summary.append(row)
-    diffs = []
-    for domain, g in df.groupby("domain", sort=False):
-        for regime in g["regime"].unique():
-            if "synthetic/grounded:" not in regime:
-                continue
-            other = regime.replace("synthetic/grounded:", "synthetic/ungrounded:")
-            a = g[g["regime"] == regime].groupby("seed")
-            b = g[g["regime"] == other].groupby("seed")
-            for m in ("f1", "iou"):
-                res = paired_difference(a[m].mean().to_dict(), b[m].mean().to_dict(), seed=0)
-                diffs.append(
-                    {"comparison": f"{regime}  −  {other}", "domain": domain, "metric": m, **res}
-                )
-    return pd.DataFrame(summary), diffs
-
-
 def run_transfer(config: TransferConfig) -> dict[str, Any]:
     """Run (or resume) the whole transfer experiment; return its summary (also in
     ``out/experiment.json``, with ``results.csv`` (means and CIs per regime and domain),
@@ -418,7 +383,7 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
                       "ungrounded": fidelity["ungrounded"]},
             seed=config.seeds[0],
         )  # fmt: skip
-        summary_df, diffs = _table(bench.rows, config.seeds)
+        summary_df, diffs = results_tables(bench.rows)
         pd.DataFrame(bench.rows).to_csv(out / "results_long.csv", index=False)
         summary_df.to_csv(out / "results.csv", index=False)
         pd.DataFrame(diffs).to_csv(out / "differences.csv", index=False)
