@@ -186,6 +186,7 @@ def check_run_dir(
     what: str,
     ignore: Iterable[str] = (),
     required: Iterable[str] = (),
+    allow: Iterable[str] = (),
 ) -> bool:
     """Check that ``out`` may receive a run of ``identity`` (the options that change results).
 
@@ -194,7 +195,9 @@ def check_run_dir(
     naming the folder when it is a file, holds another run (listing the options that differ;
     keys in ``ignore`` are not compared), holds another command's run (its ``config.yaml``
     lacks a key of ``required``), or is a non-empty folder without a run — nothing is written
-    in those cases. ``what`` names the kind of run in messages ("build", ...).
+    in those cases. ``what`` names the kind of run in messages ("build", ...). Entries named
+    in ``allow`` may stand in a folder without a run (a build's ``source/`` of acquired
+    rasters, written before the build starts).
     """
     out = Path(out)
     if not out.exists():
@@ -203,7 +206,8 @@ def check_run_dir(
         raise OutputConflictError(f"{out}: exists and is not a directory")
     cfg = out / "config.yaml"
     if not cfg.is_file():
-        if any(out.iterdir()):
+        allowed = set(allow)
+        if any(p.name not in allowed for p in out.iterdir()):
             raise OutputConflictError(
                 f"{out}: is not empty and holds no {what} (no config.yaml); choose a new or empty --out"
             )

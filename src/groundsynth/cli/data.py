@@ -67,15 +67,34 @@ def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
 @friendly
 def build_cmd(
     imagery: list[Path] = typer.Option(
-        ...,
+        [],
         "--imagery",
         "-i",
         help="Imagery GeoTIFF/COG files, folders, or one-file-per-band products. Repeatable.",
     ),
     landcover: list[Path] = typer.Option(
-        ..., "--landcover", "-l", help="WorldCover tiles or folders of them. Repeatable."
+        [], "--landcover", "-l", help="WorldCover tiles or folders of them. Repeatable."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset directory to write (or resume)."),
+    bbox: str | None = typer.Option(
+        None,
+        "--bbox",
+        help="Instead of -i/-l: an area W,S,E,N (degrees). Its WorldCover map and Sentinel-2 "
+        "RGBNIR composite are acquired into OUT/source/ first (see `groundsynth acquire "
+        "worldcover --help` for what that fetches).",
+    ),
+    geojson: Path | None = typer.Option(
+        None, "--geojson", help="Instead of -i/-l: the bounding box of a GeoJSON's geometries."
+    ),
+    year: int = typer.Option(
+        2021, "--year", help="With --bbox/--geojson: WorldCover 2020 or 2021."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="With --bbox/--geojson: a mirror of the WorldCover map bucket."
+    ),
+    s2_base_url: str | None = typer.Option(
+        None, "--s2-base-url", help="With --bbox/--geojson: a mirror of the composite bucket."
+    ),
     size: int = typer.Option(256, help="Patch size in pixels."),
     stride: int | None = typer.Option(
         None, help="Step between patches (default: --size, no overlap)."
@@ -136,17 +155,27 @@ def build_cmd(
     Land cover is read for each patch on the imagery grid (nearest, mosaicked across tiles);
     files are paired by spatial overlap, never by name. Rerun the same command to resume.
 
+    From an area instead of files: `--bbox W,S,E,N --year 2021` first acquires the area's
+    ESA WorldCover map and Sentinel-2 RGBNIR composite from the public buckets (windows
+    only, no credentials) into OUT/source/, then builds; rerunning resumes both steps.
+
     Example: `groundsynth build -i world/sentinel2.tif -l world/landcover.tif -o data/ -j 2`
+
+    Example: `groundsynth build --bbox 6.6,0.3,6.7,0.4 --year 2021 -o data/saotome`
     """
     import yaml
 
     from groundsynth.data.build import BuildConfig, build_dataset
     from groundsynth.runs import to_plain
 
-    cfg = BuildConfig(
-        imagery=tuple(map(str, imagery)),
-        landcover=tuple(map(str, landcover)),
-        out=str(out),
+    area = bbox is not None or geojson is not None
+    if area and (imagery or landcover):
+        raise typer.BadParameter("give --bbox/--geojson or --imagery/--landcover, not both")
+    if not area and not (imagery and landcover):
+        raise typer.BadParameter(
+            "give --imagery and --landcover, or an area with --bbox W,S,E,N / --geojson FILE"
+        )
+    options = dict(
         size=size,
         stride=stride,
         bands=tuple(b.strip() for b in bands.split(",")) if bands else None,
@@ -159,15 +188,26 @@ def build_cmd(
         max_label_nodata=max_label_nodata,
         max_image_nodata=max_image_nodata,
         split_by=split_by,  # type: ignore[arg-type]
-        split_fractions=_floats(split, 3, "--split"),  # type: ignore[arg-type]
+        split_fractions=_floats(split, 3, "--split"),
         block_size=block_size,
         buffer=buffer,
         assign=_parse_assign(assign),
         seed=seed,
         workers=workers,
         png_compress_level=png_level,
-        png_encoder=png_encoder,  # type: ignore[arg-type]
-    ).resolved()
+        png_encoder=png_encoder,
+    )
+    if area:
+        from groundsynth.acquire.area_dataset import area_build_config
+
+        cfg = area_build_config(out, year, **options).resolved()
+    else:
+        cfg = BuildConfig(
+            imagery=tuple(map(str, imagery)),
+            landcover=tuple(map(str, landcover)),
+            out=str(out),
+            **options,  # type: ignore[arg-type]
+        ).resolved()
     if dry_run:
         console.print(yaml.safe_dump(to_plain(cfg), sort_keys=False))
         return
@@ -177,8 +217,42 @@ def build_cmd(
         def report(done: int, total: int, written: int) -> None:
             bar.update(task, completed=done, total=total, info=f"{written} patches")
 
-        result = build_dataset(cfg, progress=report)
+        if area:
+            result = _build_area(
+                bar, report, out, bbox, geojson, year, base_url, s2_base_url, options
+            )
+        else:
+            result = build_dataset(cfg, progress=report)
     _print_build(result)
+
+
+def _build_area(bar, report, out, bbox, geojson, year, base_url, s2_base_url, options):
+    """``build --bbox``: the area's map and composite into OUT/source, then the build."""
+    from groundsynth.acquire.area_dataset import build_from_area
+    from groundsynth.acquire.worldcover import DEFAULT_MAP_BASE_URL, DEFAULT_S2_BASE_URL
+
+    task = bar.add_task("acquire", total=None, info="")
+
+    def fetched(done: int, total: int, nbytes: int) -> None:
+        bar.update(task, completed=done, total=total, info=f"{nbytes / 1e6:.1f} MB")
+
+    acquired, result = build_from_area(
+        out,
+        bbox=bbox,
+        geojson=geojson,
+        year=year,
+        base_url=base_url or DEFAULT_MAP_BASE_URL,
+        s2_base_url=s2_base_url or DEFAULT_S2_BASE_URL,
+        build=options,
+        acquire_progress=fetched,
+        build_progress=report,
+    )
+    console.print(
+        f"acquired {', '.join(f'{k}: {len(v)} tile(s)' for k, v in acquired.tiles.items())}; "
+        f"{acquired.bytes_fetched / 1e6:.1f} MB fetched of {acquired.bytes_remote / 1e6:.0f} MB "
+        f"in the remote files, into {acquired.out}"
+    )
+    return result
 
 
 def _print_build(result: Any) -> None:

@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: Config fields that do not change the dataset (may differ when resuming).
 _NOT_IDENTITY = ("workers",)
+#: sub-folder of a build's output that may hold the rasters it is built from (see
+#: groundsynth.acquire.area_dataset); it may exist before the build starts
+SOURCE_DIR = "source"
 
 ProgressCallback = Callable[[int, int, int], None]  # (chunks done, chunks total, patches written)
 
@@ -368,7 +371,13 @@ def build_dataset(config: BuildConfig, *, progress: ProgressCallback | None = No
         no_nir = [s.name for s in sources if not s.has_nir]
         if no_nir:
             raise InputError(f"--keep-nir: imagery without a NIR band: {', '.join(no_nir)}")
-    resuming = check_run_dir(out, config.identity(), what="groundsynth build", ignore=_NOT_IDENTITY)
+    resuming = check_run_dir(
+        out,
+        config.identity(),
+        what="groundsynth build",
+        ignore=_NOT_IDENTITY,
+        allow=(SOURCE_DIR,),
+    )
     all_chunks = _chunks_of(sources, config.size, config.step, config.chunk_patches)
     if not all_chunks:
         raise InputError("imagery is smaller than one patch everywhere; lower --size")
