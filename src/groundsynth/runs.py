@@ -24,7 +24,15 @@ import yaml
 from groundsynth.errors import OutputConflictError
 from groundsynth.io import write_json, write_text
 
-__all__ = ["Run", "check_run_dir", "file_digest", "library_versions", "start_run", "to_plain"]
+__all__ = [
+    "Run",
+    "check_run_dir",
+    "config_identity",
+    "file_digest",
+    "library_versions",
+    "start_run",
+    "to_plain",
+]
 
 _VERSIONED = (
     "groundsynth",
@@ -75,6 +83,13 @@ def to_plain(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
         return obj.item()
     return obj
+
+
+def config_identity(config: Any, ignore: Iterable[str]) -> dict[str, Any]:
+    """``config`` as plain values less the ``ignore`` keys: the options that change results
+    (what :func:`check_run_dir` compares on resume)."""
+    skip = set(ignore)
+    return {k: v for k, v in to_plain(config).items() if k not in skip}
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:

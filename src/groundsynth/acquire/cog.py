@@ -4,14 +4,15 @@ The pieces every acquisition needs, whatever the product:
 
 - :func:`head` asks a file's size (``Content-Length``), ``ETag``, ``Last-Modified`` and
   ``Content-Type`` with one ``HEAD`` request, retrying 408/429/5xx answers and dropped
-  connections with exponential back-off; a 404/410 means "no such file" (``None``), anything
-  else that does not succeed is a :class:`~groundsynth.errors.FetchError` naming the URL.
+  connections with exponential back-off (:func:`retry_delay`); a 404/410 means "no such file"
+  (``None``, or an error with ``missing_ok=False``), anything else that does not succeed is a
+  :class:`~groundsynth.errors.FetchError` naming the URL.
 - :func:`version_changes` compares two answers: a file whose size or ETag (or, without an
   ETag, date) differs is another version of the file.
 - :class:`CogReader` opens a file through GDAL's ``/vsicurl/`` inside a :class:`rasterio.Env`
   with :func:`gdal_options` (no directory listing or side-car probing, GDAL's own retries of
   429/5xx, time-outs, no cross-open caching of this URL), refuses anything that is not a
-  tiled GeoTIFF before reading a pixel, reads windows (GDAL fetches the header and only the
+  tiled GeoTIFF (:func:`check_cog`) before reading a pixel, reads windows (GDAL fetches the header and only the
   internal tiles the window touches), retries failed reads by reopening with back-off, and
   counts the bytes GDAL asked for (:class:`ByteMeter`).
 
@@ -49,9 +50,14 @@ __all__ = [
     "ByteMeter",
     "CogReader",
     "RemoteFile",
+    "check_cog",
+    "check_scheme",
+    "checked",
     "gdal_options",
     "head",
+    "http_status",
     "is_tiled",
+    "retry_delay",
     "version_changes",
 ]
 
@@ -134,11 +140,13 @@ def version_changes(old: RemoteFile, new: RemoteFile) -> list[str]:
     return out
 
 
-def _delay(backoff: float, failures: int) -> float:
+def retry_delay(backoff: float, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed tries: ``backoff``, doubling, at most 60."""
     return min(backoff * 2 ** max(failures - 1, 0), _MAX_BACKOFF)
 
 
-def _check_scheme(url: str, what: str) -> None:
+def check_scheme(url: str, what: str) -> None:
+    """Refuse (:class:`FetchError`) a URL that range requests cannot read."""
     if not url.lower().startswith(("http://", "https://")):
         raise FetchError(f"{what}: {url}: only http(s) URLs can be read by range requests")
 
@@ -150,14 +158,19 @@ def head(
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 30.0,
+    missing_ok: bool = True,
+    head_optional: bool = False,
 ) -> RemoteFile | None:
     """Ask ``url`` for its size, ETag, date and type; ``None`` when it does not exist (404/410).
 
+    With ``missing_ok=False`` a 404/410 is a :class:`FetchError` like any other HTTP error.
+    With ``head_optional=True`` a server that does not answer ``HEAD`` (405/501) gives a
+    :class:`RemoteFile` with nothing known but its URL (GDAL's range reads will tell).
     408/429/5xx answers, time-outs and dropped or refused connections are retried after
     ``backoff * 2**k`` seconds, ``retries`` times; then :class:`FetchError` names the URL and
     the last problem. Other HTTP errors (403, 401, ...) fail at once.
     """
-    _check_scheme(url, what)
+    check_scheme(url, what)
     last = ""
     for attempt in range(retries + 1):
         request = urllib.request.Request(
@@ -175,8 +188,10 @@ def head(
                 )
         except urllib.error.HTTPError as exc:
             exc.close()
-            if exc.code in _MISSING_STATUS:
+            if missing_ok and exc.code in _MISSING_STATUS:
                 return None
+            if head_optional and exc.code in (405, 501):
+                return RemoteFile(url=url, size=None, etag=None, last_modified=None)
             if exc.code not in RETRY_STATUS:
                 hint = (
                     " (S3 answers 403 for a missing file in a bucket that cannot be listed; "
@@ -191,7 +206,7 @@ def head(
         except OSError as exc:  # time-outs, resets after the connection was made
             last = f"network error: {exc}"
         if attempt < retries:
-            delay = _delay(backoff, attempt + 1)
+            delay = retry_delay(backoff, attempt + 1)
             log.info(
                 "%s: HEAD %s failed (%s); retry %d of %d in %.1f s",
                 what,
@@ -231,7 +246,8 @@ def _first_bytes(url: str, timeout: float) -> tuple[bytes, str | None]:
         raise _Transient(f"network error: {getattr(exc, 'reason', exc)}") from None
 
 
-def _http_status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status in a GDAL error message, if it names one."""
     m = _HTTP_CODE.search(str(exc))
     return int(m.group(1)) if m else None
 
@@ -240,6 +256,47 @@ def is_tiled(ds: rasterio.io.DatasetReader) -> bool:
     """Whether a GeoTIFF is organised in tiles (TIFF tiles are square multiples of 16 here)."""
     bh, bw = ds.block_shapes[0]
     return (bw < ds.width and bh > 1) or (bw == bh and bw % 16 == 0)
+
+
+def check_cog(ds: rasterio.io.DatasetReader, *, what: str, url: str) -> dict[str, Any]:
+    """Refuse (:class:`FetchError`) a file that is not a tiled GeoTIFF; else its layout record.
+
+    A GeoTIFF stored in strips is refused: a window of it would cost whole rows of the image.
+    """
+    if ds.driver != "GTiff":
+        raise FetchError(f"{what}: {url}: is a {ds.driver} file, not a GeoTIFF/COG")
+    bh, bw = ds.block_shapes[0]
+    if not is_tiled(ds):
+        raise FetchError(
+            f"{what}: {url}: is not a cloud-optimized GeoTIFF: stored in strips of "
+            f"{bw}x{bh} pixels, not tiles, so a window would cost whole rows of the image; "
+            "refusing to read it (convert it with gdal_translate -of COG, or check the URL)"
+        )
+    return {
+        "driver": ds.driver,
+        "layout": ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "GeoTIFF"),
+        "compress": (ds.compression.value if ds.compression else None),
+        "block": [bh, bw],
+        "overviews": len(ds.overviews(1)),
+        "shape": [ds.height, ds.width],
+        "count": ds.count,
+        "dtype": ds.dtypes[0],
+        "crs": ds.crs.to_string() if ds.crs else None,
+        "transform": list(ds.transform)[:6],
+        "nodata": ds.nodata,
+    }
+
+
+def checked(
+    ds: rasterio.io.DatasetReader, check: Callable[[rasterio.io.DatasetReader], Any]
+) -> rasterio.io.DatasetReader:
+    """``ds`` once ``check(ds)`` has passed; closed if it raises."""
+    try:
+        check(ds)
+    except BaseException:
+        ds.close()
+        raise
+    return ds
 
 
 class CogReader:
@@ -263,7 +320,7 @@ class CogReader:
         timeout: float = 30.0,
         check: Callable[[rasterio.io.DatasetReader], None] | None = None,
     ) -> None:
-        _check_scheme(remote.url, what)
+        check_scheme(remote.url, what)
         self.remote = remote
         self.url = remote.url
         self.what = what
@@ -323,12 +380,7 @@ class CogReader:
         if self.meter.problems > problems:  # GDAL opened it from a damaged header read
             ds.close()
             raise _Transient(self.meter.last_problem)
-        try:
-            self._check(ds)
-        except BaseException:
-            ds.close()
-            raise
-        self.ds = ds
+        self.ds = checked(ds, self._check)
 
     def _not_a_tiff(self, exc: BaseException) -> None:
         """GDAL did not recognise the file: a transfer problem (retried) or not a TIFF."""
@@ -342,28 +394,7 @@ class CogReader:
         )
 
     def _check(self, ds: rasterio.io.DatasetReader) -> None:
-        if ds.driver != "GTiff":
-            raise FetchError(f"{self.what}: {self.url}: a {ds.driver} file, not a GeoTIFF/COG")
-        bh, bw = ds.block_shapes[0]
-        if not is_tiled(ds):
-            raise FetchError(
-                f"{self.what}: {self.url}: not a cloud-optimized GeoTIFF: stored in strips of "
-                f"{bw}x{bh} pixels, not tiles, so a window would cost whole rows of the image; "
-                "refusing to read it (convert it with gdal_translate -of COG, or check the URL)"
-            )
-        self.info = {
-            "driver": ds.driver,
-            "layout": ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT", "GeoTIFF"),
-            "compress": (ds.compression.value if ds.compression else None),
-            "block": [bh, bw],
-            "overviews": len(ds.overviews(1)),
-            "shape": [ds.height, ds.width],
-            "count": ds.count,
-            "dtype": ds.dtypes[0],
-            "crs": ds.crs.to_string() if ds.crs else None,
-            "transform": list(ds.transform)[:6],
-            "nodata": ds.nodata,
-        }
+        self.info = check_cog(ds, what=self.what, url=self.url)
         if self._check_extra is not None:
             self._check_extra(ds)
 
@@ -379,7 +410,7 @@ class CogReader:
             except _Transient as exc:
                 last = exc
             except RasterioError as exc:
-                status = _http_status(exc)
+                status = http_status(exc)
                 if status in _MISSING_STATUS:
                     raise FetchError(
                         f"{self.what}: {self.url}: HTTP {status} during {action} "
@@ -392,7 +423,7 @@ class CogReader:
                 last = exc
             self._close()
             if attempt < self.retries:
-                delay = _delay(self.backoff, attempt + 1)
+                delay = retry_delay(self.backoff, attempt + 1)
                 log.warning(
                     "%s: %s: %s failed (%s); retry %d of %d in %.1f s",
                     self.what,

@@ -50,6 +50,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from groundsynth.acquire.cog import gdal_options, head
 from groundsynth.acquire.s2_assets import (
     QUANTIFICATION,
     BandAsset,
@@ -58,7 +59,7 @@ from groundsynth.acquire.s2_assets import (
     find_asset,
     radiometry,
 )
-from groundsynth.acquire.s2_cog import RemoteCog, gdal_options, head
+from groundsynth.acquire.s2_cog import RemoteCog
 from groundsynth.acquire.s2_composite import SCL_MASKED, CompositeStats, median_composite
 from groundsynth.acquire.s2_grid import Grid, output_grid, output_profile, tag_output
 from groundsynth.acquire.stac_search import (
@@ -69,7 +70,7 @@ from groundsynth.acquire.stac_search import (
 )
 from groundsynth.errors import InputError
 from groundsynth.io import atomic_path, write_json
-from groundsynth.runs import check_run_dir, start_run, to_plain
+from groundsynth.runs import check_run_dir, config_identity, start_run, to_plain
 
 __all__ = [
     "DEFAULT_BANDS",
@@ -145,10 +146,7 @@ class Sentinel2Config:
         return Sentinel2Config(**kw)
 
     def identity(self) -> dict[str, Any]:
-        d = to_plain(self)
-        for k in _NOT_IDENTITY:
-            d.pop(k, None)
-        return d
+        return config_identity(self, _NOT_IDENTITY)
 
 
 @dataclass
@@ -244,7 +242,16 @@ def _fetch_scene(
     def open_one(asset: BandAsset) -> tuple[Any, RemoteCog]:
         what = f"item {item_id} asset {asset.key!r} ({asset.band})"
         with rasterio.Env(**opts):
-            info = head(asset.href, what=what, timeout=cfg.timeout, **net)
+            # a dead asset fails here, naming its URL and status; a server without HEAD
+            # leaves size and ETag unknown (GDAL's range reads will tell)
+            info = head(
+                asset.href,
+                what=what,
+                timeout=cfg.timeout,
+                missing_ok=False,
+                head_optional=True,
+                **net,
+            )
             return info, RemoteCog(asset.href, what=what, nodata=asset.raster.get("nodata"), **net)
 
     futures = [pool.submit(open_one, a) for a in wanted]
@@ -306,7 +313,7 @@ def _fetch_scene(
             c.close()
 
     def asset_record(asset: BandAsset, info: Any, cog: RemoteCog, rad: Radiometry | None):
-        rec = {"key": asset.key, "href": asset.href, "bytes": info.bytes, "etag": info.etag}
+        rec = {"key": asset.key, "href": asset.href, "bytes": info.size, "etag": info.etag}
         rec["last_modified"] = info.last_modified
         rec.update(rad.as_dict() if rad else {})
         rec["cog"] = cog.info

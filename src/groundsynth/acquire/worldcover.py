@@ -62,7 +62,7 @@ from groundsynth.acquire.tiles import (
     tile_windows,
 )
 from groundsynth.errors import FetchError, InputError
-from groundsynth.runs import check_run_dir, start_run, to_plain
+from groundsynth.runs import check_run_dir, config_identity, start_run
 
 __all__ = [
     "RemoteTile",
@@ -141,10 +141,7 @@ class WorldCoverConfig:
         )
 
     def identity(self) -> dict[str, Any]:
-        d = to_plain(self)
-        for k in _NOT_IDENTITY:
-            d.pop(k, None)
-        return d
+        return config_identity(self, _NOT_IDENTITY)
 
 
 @dataclass
