@@ -60,6 +60,7 @@ def train_generator_cmd(
     seed: int = typer.Option(0, help="Seed of initialisation, data order and noise."),
     accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu."),
     devices: str = typer.Option("auto", help="Lightning devices: auto, a count, or ids '0,1'."),
+    num_nodes: int = typer.Option(1, help="Lightning nodes."),
     strategy: str = typer.Option("auto", help="Lightning strategy: auto, ddp, ..."),
     precision: str = typer.Option(
         "auto", help="auto (bf16-mixed on CUDA, 32-true on CPU), 32-true, 16-mixed, bf16-mixed."
@@ -134,6 +135,8 @@ def train_generator_cmd(
     Example: `groundsynth train-generator data/ --out runs/spade --eval-every 1000 --stop-on-plateau`
 
     Example: `groundsynth train-generator data/ --out runs/cdiff --kind conditional-diffusion --map-dropout 0.1`
+
+    Example (2 GPUs, --batch-size per GPU): `groundsynth train-generator data/ --out runs/spade --devices 2 --strategy ddp`
     """
     _need_torch()
     from groundsynth.generate.config import KINDS, TrainConfig
@@ -185,6 +188,7 @@ def train_generator_cmd(
         num_workers=num_workers,
         accelerator=accelerator,
         devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
         eval_every=eval_every,

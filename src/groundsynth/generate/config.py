@@ -45,6 +45,7 @@ RESUMABLE_CHANGES = (
     "num_workers",
     "accelerator",
     "devices",
+    "num_nodes",
     "strategy",
     "precision",
     "channels_last",
@@ -99,8 +100,9 @@ class TrainConfig:
         grid_rows: training samples shown in each sample grid.
         seed: seed of initialisation, data order, augmentation and noise.
         num_workers: data-loading worker processes.
-        accelerator, devices, strategy: passed to Lightning's Trainer (``auto`` by default:
-            a GPU when there is one, else the CPU).
+        accelerator, devices, num_nodes, strategy: passed to Lightning's Trainer (``auto`` by
+            default: a GPU when there is one, else the CPU; one node). Under DDP every rank
+            trains on ``batch_size`` samples per step.
         precision: Lightning precision; ``auto`` is ``bf16-mixed`` (or ``16-mixed``) on CUDA
             and ``32-true`` elsewhere.
         channels_last: channels-last memory format; ``auto`` is on for CUDA only.
@@ -135,6 +137,7 @@ class TrainConfig:
     num_workers: int = 2
     accelerator: str = "auto"
     devices: str = "auto"
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
@@ -161,7 +164,7 @@ class TrainConfig:
             raise InputError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
         if self.image_size < 8:
             raise InputError(f"--image-size must be >= 8, got {self.image_size}")
-        for name in ("max_steps", "batch_size", "checkpoint_every"):
+        for name in ("max_steps", "batch_size", "checkpoint_every", "num_nodes"):
             if getattr(self, name) < 1:
                 raise InputError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"

@@ -6,6 +6,9 @@ Subclasses define their networks (:meth:`GeneratorModule.networks`), one optimis
 
 * counts optimisation steps itself (``steps_done``; Lightning's ``global_step`` counts every
   optimiser of a GAN) and the samples consumed by all ranks (``samples_seen``),
+* under DDP records each step's losses averaged over ranks and averages the batch-norm
+  statistics over ranks after every step, so the replicas stay identical (DDP itself syncs
+  gradients only),
 * hands each step a torch generator seeded by ``(seed, step, rank)``, so noise does not
   depend on how much randomness was drawn before (resumption is exact),
 * builds and restores checkpoint payloads (networks, optimisers, step, RNG states),
@@ -100,7 +103,7 @@ class GeneratorModule(L.LightningModule):
         gen = torch_generator(
             self.device, self.config.seed, "train", self.steps_done, self.global_rank
         )
-        losses = self.train_step(batch, gen)
+        losses = self._mean_over_ranks(self.train_step(batch, gen))
         self.steps_done += 1
         self.samples_seen += batch["image"].shape[0] * self.trainer.world_size
         self.loss_history.append(losses)
@@ -111,6 +114,31 @@ class GeneratorModule(L.LightningModule):
             on_epoch=False,
             logger=False,
         )
+
+    def _mean_over_ranks(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Under DDP: the step's losses averaged over ranks (the global batch's losses, every
+        rank having an equal batch), and the floating-point buffers (batch-norm statistics)
+        averaged in place likewise. DDP averages gradients only, so without this each rank
+        would keep the statistics of its own batches and the recorded losses would be rank
+        zero's alone. One all-reduce per step; nothing happens on one process."""
+        if self._trainer is None or self.trainer.world_size < 2:
+            return losses
+        names = list(losses)
+        buffers = [b for b in self.buffers() if b.is_floating_point()]
+        flat = torch.cat(
+            [
+                torch.stack([losses[n].detach().double().reshape(()) for n in names]),
+                *(b.detach().double().reshape(-1) for b in buffers),
+            ]
+        )
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        pooled = {n: flat[i].to(losses[n].dtype) for i, n in enumerate(names)}
+        offset = len(names)
+        with torch.no_grad():
+            for b in buffers:
+                b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                offset += b.numel()
+        return pooled
 
     def noise_like(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         """Standard normal noise of ``shape`` on this module's device, from ``gen``."""

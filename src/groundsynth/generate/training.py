@@ -373,6 +373,7 @@ def train_generator(
     trainer = L.Trainer(
         accelerator=config.accelerator,
         devices=_devices(config.devices),
+        num_nodes=config.num_nodes,
         strategy=_strategy(config),
         precision=precision,  # type: ignore[arg-type]
         max_epochs=1,
