@@ -2,7 +2,8 @@
 
 Runs mutmut (3.x) on a scratch copy of the project, so the work tree never holds mutants:
 the source and tests are synchronised into ``.mutate/<module>/`` (only changed files are copied,
-with their times, so mutmut's own cache resumes an interrupted or repeated run), a
+with their times, so mutmut's own cache resumes an interrupted or repeated run; a change
+to the module's tests starts its mutants over), a
 ``[tool.mutmut]`` section naming the chosen modules and their tests is written there, and
 mutmut runs each mutant against the tests that exercise the mutated function. Prints, per
 module, how many mutants were made, killed, survived, had no test or timed out, the time
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import json
 import os
 import re
@@ -44,6 +46,7 @@ TARGETS: dict[str, list[str]] = {
     "evaluate/fidelity.py": ["tests/evaluate/test_fidelity_composition.py"],
     "evaluate/caption_consistency.py": ["tests/evaluate/test_caption_metrics.py"],
     "data/splits.py": [
+        "tests/data/test_splits.py",
         "tests/data/test_split_buffer.py",
         "tests/data/test_build.py::test_leakage_counts_test_patches_touching_train_on_a_hand_layout",
         "tests/data/test_build.py::test_split_by_source_holds_out_regions",

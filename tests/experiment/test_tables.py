@@ -84,3 +84,33 @@ def test_table_differences_are_grounded_minus_ungrounded_paired_by_seed():
     real = summary.set_index(["regime", "domain"]).loc[("real", "in-domain (A test)")]
     assert real["f1_mean"] == pytest.approx(0.5 + 0.01 + 0.02 + 0.2)  # seeds and archs averaged
     assert real["n_seeds"] == 3
+
+
+def test_table_order_unknown_test_sets_and_bootstrap():
+    """Rows keep the order the results came in; a test set outside DOMAINS keeps its own
+    name; the bootstrap interval is the seed-0, 10,000-resample one of the paired differences."""
+    rows = []
+    # 10 seeds of irregular gaps: resampled means hardly repeat, so the draws show
+    gaps = dict(enumerate(np.round(np.random.default_rng(4).normal(0.1, 0.02, size=10), 4)))
+    for seed in gaps:
+        for test_set in ("real/test", "synthetic/target", "real/val"):
+            for regime, gap in (("real", 0.2), ("synthetic/ungrounded:1", 0.0),
+                                ("synthetic/grounded:1", gaps[seed])):  # fmt: skip
+                f1 = 0.5 + gap + 0.01 * seed
+                rows.append({"arch": "unet", "regime": regime, "seed": seed,
+                             "test_set": test_set, "f1": f1, "iou": f1 / 2})  # fmt: skip
+    summary, diffs = results_tables(rows)
+    domains = ["in-domain (A test)", "cross-region (B)", "real/val"]
+    regimes = ["real", "synthetic/ungrounded:1", "synthetic/grounded:1"]
+    assert list(zip(summary["regime"], summary["domain"])) == [
+        (r, dom) for dom in domains for r in regimes
+    ]
+    assert [(d["domain"], d["metric"]) for d in diffs] == [
+        (dom, m) for dom in domains for m in ("f1", "iou")
+    ]
+    d = np.array([gaps[s] for s in sorted(gaps)])
+    idx = np.random.default_rng(0).integers(0, 10, size=(10_000, 10))
+    want = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+    for res in diffs:
+        scale = 1.0 if res["metric"] == "f1" else 0.5
+        assert (res["boot95_low"], res["boot95_high"]) == pytest.approx(want * scale, rel=1e-9)

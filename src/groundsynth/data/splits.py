@@ -120,7 +120,7 @@ def in_buffer(
             key = (r // b, c // b)
             if r < 0 or c < 0 or key in seen:
                 continue
-            seen.add(key)
+            seen.add(key)  # pragma: no mutate (only skips re-reading a block: same answer)
             other = block_splits.get((source, *key))
             if other is not None and _RANK[other] > own:
                 return True
@@ -144,7 +144,7 @@ def assign_sources(
         if split not in SPLITS:
             raise InputError(f"--assign {name}={split}: split must be one of {', '.join(SPLITS)}")
     total = sum(sources.values()) or 1.0
-    filled = dict.fromkeys(SPLITS, 0.0)
+    filled = dict.fromkeys(SPLITS, 0.0)  # pragma: no mutate (any common start: same argmax)
     out = {}
     for name, split in fixed.items():
         out[name] = split
