@@ -90,11 +90,28 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
+def _tests_digest(tests: list[str]) -> str:
+    """A digest of the test files (and their shared helpers): mutmut reruns a mutant only
+    when its function changed, so new tests would leave old survivors standing."""
+    h = hashlib.sha256()
+    files = {ROOT / t.split("::")[0] for t in tests}
+    files |= {p for p in (ROOT / "tests").rglob("*.py") if not p.name.startswith("test_")}
+    for path in sorted(files):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    h.update("\n".join(tests).encode())
+    return h.hexdigest()
+
+
 def _prepare(work: Path, targets: list[str]) -> None:
+    tests = sorted({t for m in targets for t in TARGETS[m] if (ROOT / t.split("::")[0]).exists()})
+    stamp = work / "tests.sha256"
+    digest = _tests_digest(tests)
+    if stamp.exists() and stamp.read_text() != digest:
+        shutil.rmtree(work / "mutants", ignore_errors=True)  # the tests changed: start over
     work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
     for folder in ("src", "tests"):
         _sync(ROOT / folder, work / folder)
-    tests = sorted({t for m in targets for t in TARGETS[m] if (ROOT / t.split("::")[0]).exists()})
     pyproject = (ROOT / "pyproject.toml").read_text()
     pyproject = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", pyproject)
     pyproject += (
