@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 import pytest
 
@@ -46,6 +47,12 @@ def test_write_bytes_mode_follows_umask(tmp_path, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o640
+    old = os.umask(0)
+    try:
+        io.write_bytes(tmp_path / "y.bin", b"data")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "y.bin").stat().st_mode & 0o777 == 0o666  # created 0666, like open()
 
 
 def test_write_bytes_large_buffer(tmp_path, mode):
@@ -129,7 +136,8 @@ def test_unnamed_file_is_linked_into_place_where_supported(tmp_path, monkeypatch
     assert dest.read_bytes() == b"new" and _listing(tmp_path) == ["x.bin"]
     assert temps == [] and len(links) == 3  # the refused link to x.bin, then the hidden one
     hidden = links[2][0][1]
-    assert os.path.basename(hidden).startswith(".x.bin.") and renames == [((hidden, str(dest)), {})]
+    assert re.fullmatch(r"\.x\.bin\.[0-9a-f]{8}\.tmp", os.path.basename(hidden))
+    assert os.path.dirname(hidden) == str(tmp_path) and renames == [((hidden, str(dest)), {})]
 
 
 def test_unsupported_file_system_falls_back_to_rename(tmp_path, monkeypatch):
@@ -153,12 +161,13 @@ def test_unsupported_file_system_falls_back_to_rename(tmp_path, monkeypatch):
     assert links == [] and len(temps) == 1  # a hidden temporary file, renamed into place
     ((tmp, dst), _) = renames[0]
     assert len(renames) == 1 and dst == str(tmp_path / "x.bin")
-    assert os.path.basename(tmp).startswith(".x.bin.")
+    assert re.fullmatch(r"\.x\.bin\.[0-9a-f]{8}\.tmp", os.path.basename(tmp))
 
 
 def test_write_json_and_text(tmp_path, mode):
-    io.write_json(tmp_path / "d" / "x.json", {"a": [1, 2]})
-    assert (tmp_path / "d" / "x.json").read_text().startswith("{\n")
+    io.write_json(tmp_path / "d" / "x.json", {"b": [1, 2], "a": tmp_path / "p"})
+    expected = '{\n  "b": [\n    1,\n    2\n  ],\n  "a": "%s"\n}\n' % (tmp_path / "p")
+    assert (tmp_path / "d" / "x.json").read_text() == expected  # key order kept, str() fallback
     io.write_text(tmp_path / "t.txt", "é\n")
     assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "é\n"
 

@@ -187,9 +187,9 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write ``text`` (UTF-8) to ``path``."""
-    write_bytes(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))  # pragma: no mutate (codec names ignore case)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +135,149 @@ def test_bad_inputs_name_the_problem():
 def test_empty_matrix_gives_nan_not_an_error():
     out = metrics_from_confusion(np.zeros((7, 7), dtype=np.int64))
     assert np.isnan(out["f1"]) and np.isnan(out["accuracy"]) and out["classes_present"] == 0
+
+
+def test_hand_worked_matrix_with_unit_denominators_and_default_names():
+    """Rows target, columns prediction; every value below is worked out by hand."""
+    cm = np.array([[1, 0, 0, 0], [0, 3, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    # class 0: tp 1 and nothing else (present on one pixel; every denominator is 1)
+    # class 1: tp 3, fn 1 -> precision 1, recall 3/4, f1 6/7, iou 3/4
+    # class 2: only predicted once -> precision 0, recall 0, f1 0, iou 0
+    # class 3: absent from target and prediction -> nan, not in the macro averages
+    out = metrics_from_confusion(cm)
+    expected = {
+        "accuracy": 4 / 5,
+        "precision": (1 + 1 + 0) / 3,
+        "recall": (1 + 3 / 4 + 0) / 3,
+        "f1": (1 + 6 / 7 + 0) / 3,
+        "iou": (1 + 3 / 4 + 0) / 3,
+        "precision/0": 1.0,
+        "recall/0": 1.0,
+        "f1/0": 1.0,
+        "iou/0": 1.0,
+        "precision/1": 1.0,
+        "recall/1": 3 / 4,
+        "f1/1": 6 / 7,
+        "iou/1": 3 / 4,
+        "precision/2": 0.0,
+        "recall/2": 0.0,
+        "f1/2": 0.0,
+        "iou/2": 0.0,
+    }
+    for key, value in expected.items():
+        assert out[key] == pytest.approx(value, abs=1e-12), key
+    assert all(np.isnan(out[f"{m}/3"]) for m in ("f1", "iou", "precision", "recall"))
+    supports = [out[f"support/{c}"] for c in "0123"]
+    assert supports == [1, 4, 0, 0] and all(type(s) is int for s in supports)
+    assert out["pixels"] == 5 and out["classes_present"] == 3
+    named = metrics_from_confusion(cm, class_names=("a", "b", "c", "d"))
+    assert named["recall/b"] == pytest.approx(3 / 4) and named["support/b"] == 4
+
+
+def test_empty_matrix_warns_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = metrics_from_confusion(np.zeros((3, 3), dtype=np.int64))
+    assert np.isnan(out["accuracy"]) and np.isnan(out["iou"]) and out["pixels"] == 0
+
+
+def test_non_square_matrix_is_refused():
+    for shape in ((2, 3), (7,), (7, 7, 1)):
+        with pytest.raises(InputError, match="must be square"):
+            metrics_from_confusion(np.ones(shape, dtype=np.int64))
+
+
+def test_tensor_matrix_that_requires_grad():
+    cm = np.array([[2.0, 1.0], [0.0, 1.0]])
+    out = metrics_from_confusion(torch.tensor(cm, requires_grad=True))
+    assert out["accuracy"] == pytest.approx(3 / 4) and out["recall/0"] == pytest.approx(2 / 3)
+
+
+def test_numpy_scores_are_reduced_by_argmax_over_dimension_1():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(2, 7, 3, 5))  # (N, C, H, W), argmax over C
+    target = rng.integers(0, 7, size=(2, 3, 5))
+    pred = scores.argmax(axis=1)
+    expected = np.zeros((7, 7), dtype=np.int64)
+    np.add.at(expected, (target.ravel(), pred.ravel()), 1)
+    assert np.array_equal(confusion_update(scores, target), expected)
+    assert np.array_equal(confusion_update(scores.astype(np.float32), target), expected)
+
+
+@pytest.mark.parametrize("to_torch", [False, True])
+def test_score_shape_errors_name_both_shapes(to_torch):
+    wrap = torch.from_numpy if to_torch else np.asarray
+    target = wrap(np.zeros((2, 3, 5), dtype=np.int64))
+    for shape in ((2, 6, 3, 5), (2, 7, 3), (2, 7, 3, 5, 1)):  # wrong C; wrong ndim (C right)
+        msg = re.escape(f"score predictions must be (N, 7, ...) for targets (2, 3, 5), got {shape}")
+        with pytest.raises(InputError, match=msg):
+            confusion_update(wrap(np.zeros(shape, dtype=np.float32)), target)
+
+
+def test_only_integer_or_boolean_indices():
+    ints = np.zeros((1, 2, 2), dtype=np.int64)
+    for preds, target in ((ints, ints.astype(np.float64)), (ints.astype(complex), ints)):
+        with pytest.raises(InputError, match="must be integers"):
+            confusion_update(preds, target)
+    pred = np.array([[True, False], [True, True]])
+    target = np.array([[True, True], [False, True]])
+    cm = confusion_update(pred, target, num_classes=2, ignore_index=None)
+    assert cm.tolist() == [[0, 1], [1, 2]]
+
+
+@pytest.mark.parametrize("to_torch", [False, True])
+def test_range_errors_say_which_target_value_is_ignored(to_torch):
+    def run(preds, target, ignore_index):
+        if to_torch:
+            from groundsynth.benchmark.metrics import _confusion_torch
+
+            return _confusion_torch(
+                torch.from_numpy(preds), torch.from_numpy(target), 7, ignore_index,
+                numpy_on_cpu=False,
+            )  # fmt: skip
+        return confusion_update(preds, target, 7, ignore_index)
+
+    ok, bad = np.zeros((1, 2, 2), np.int64), np.full((1, 2, 2), 9, np.int64)
+    msg = "target values must be class indices 0..6 or 255 (ignored); found values in 9..9"
+    with pytest.raises(InputError, match=re.escape(msg)):
+        run(ok, bad, IGNORE_INDEX)
+    msg = "target values must be class indices 0..6; found values in 9..9"
+    with pytest.raises(InputError, match=re.escape(msg)):
+        run(ok, bad, None)
+    msg = "prediction values must be class indices 0..6; found values in 9..9"
+    with pytest.raises(InputError, match=re.escape(msg)):
+        run(bad, ok, IGNORE_INDEX)
+
+
+def test_torch_device_path_with_narrow_dtypes_and_last_class_absent():
+    """uint8 indices must not overflow (39 * 40 + 39 > 255); a missing last class keeps C x C."""
+    from groundsynth.benchmark.metrics import _confusion_torch
+
+    rng = np.random.default_rng(6)
+    target = rng.integers(0, 40, size=(3, 8, 8)).astype(np.uint8)
+    pred = rng.integers(0, 40, size=(3, 8, 8)).astype(np.uint8)
+    target[0, 0, 0] = pred[0, 0, 0] = 39
+    expected = np.zeros((40, 40), dtype=np.int64)
+    np.add.at(expected, (target.ravel(), pred.ravel()), 1)
+    got = _confusion_torch(
+        torch.from_numpy(pred), torch.from_numpy(target), 40, None, numpy_on_cpu=False
+    )
+    assert np.array_equal(got.numpy(), expected)
+    zeros = torch.zeros((1, 2, 2), dtype=torch.int64)
+    got = _confusion_torch(zeros, zeros, 7, None, numpy_on_cpu=False)
+    assert got.shape == (7, 7) and int(got[0, 0]) == 4 and int(got.sum()) == 4
+
+
+def test_mixed_torch_and_numpy_inputs_give_a_tensor():
+    pred, target = _random_batch(8, n=2)
+    expected = confusion_update(pred, target)
+    for p, t in ((torch.from_numpy(pred), target), (pred, torch.from_numpy(target))):
+        got = confusion_update(p, t)
+        assert isinstance(got, torch.Tensor) and np.array_equal(got.numpy(), expected)
+
+
+def test_numpy_inputs_work_without_torch(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch")
+    cm = confusion_update(np.array([[0, 1]]), np.array([[0, 0]]), 2)
+    assert isinstance(cm, np.ndarray) and cm.tolist() == [[1, 1], [0, 0]]
+    assert metrics_from_confusion(cm)["accuracy"] == 0.5

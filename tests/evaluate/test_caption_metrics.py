@@ -361,3 +361,90 @@ def test_real_ucm_and_sydney(shared_data: Path, tmp_path: Path) -> None:
     assert len(pd.read_parquet(tmp_path / SCORES_PARQUET)) == 10_500
     sydney = evaluate_captions(shared_data / "captions" / "sydney" / "descriptions_SIDNEY.txt")
     assert sydney["captions"] == 3065 and sydney["images"] == 613
+
+
+def _exact(**shares: float) -> tuple[float, ...]:
+    """Fractions holding ``shares`` exactly (they must sum to 1.0 in floating point)."""
+    out = [0.0] * 7
+    for name, share in shares.items():
+        out[CLASS_NAMES.index(name)] = share
+    assert sum(out) == 1.0  # so normalising leaves every share as given
+    return tuple(out)
+
+
+def test_thresholds_are_inclusive_up_to_their_float_slack() -> None:
+    # presence: a 1 % share (less 1e-12) is present, so a lake there is no hallucination
+    s = score("A lake and farmland.", _exact(Water=0.01 - 1e-12, Crop=1 - (0.01 - 1e-12)))
+    assert not s.hallucination and s.precision == 1.0
+    # recall: a 10 % share (less 1e-12) is major and must be named
+    s = score("Mostly farmland.", _exact(Tree=0.1 - 1e-12, Crop=1 - (0.1 - 1e-12)))
+    assert s.recall == 0.5 and not s.consistent
+    # dominant: within 1e-12 of the largest share counts as dominant
+    crop = 0.5 - 1e-12
+    s = score("Farmland.", _exact(Tree=0.5, Crop=crop, Grass=1 - 0.5 - crop))
+    assert s.dominant_named
+
+
+def test_quantity_bounds_are_inclusive() -> None:
+    # "mostly" is 0.5..1 and "some" 0.02..0.45 (lexicon), with 1e-9 slack
+    low = _exact(Crop=0.5 - 1e-9, Tree=1 - (0.5 - 1e-9))
+    assert score("Mostly farmland.", low).n_quantities_true == 1
+    assert score("Mostly farmland.", _exact(Crop=0.4, Tree=0.6)).n_quantities_true == 0
+    high = _exact(Tree=0.45 + 1e-9, Crop=1 - (0.45 + 1e-9))
+    assert score("Some woodland.", high).n_quantities_true == 1
+    # "about 65 %" agrees within 5 points (and 1e-9) on either side
+    text = "Farmland covers about 65 % of the scene."
+    for share in ((0.65 - 0.05) - 1e-9, (0.65 + 0.05) + 1e-9):
+        assert score(text, _exact(Crop=share, Tree=1 - share)).n_quantities_true == 1, share
+    for share in (0.59, 0.71):
+        assert score(text, _exact(Crop=share, Tree=1 - share)).n_quantities_true == 0, share
+    tight = ConsistencySettings(tolerance=0.0)
+    assert score_caption(LEX.parse(text), _exact(Crop=0.65, Tree=0.35), tight).n_quantities_true
+
+
+def test_recall_undefined_without_major_classes_and_missed_major_class() -> None:
+    even = (1 / 7,) * 7
+    s = score_caption(LEX.parse("Farmland."), even, ConsistencySettings(recall_share=0.5))
+    assert math.isnan(s.recall) and s.dominant_named and s.consistent
+    missed = score("Mostly farmland.")  # Tree (30 %) is major and not named
+    assert missed.dominant_named and not missed.hallucination and not missed.consistent
+    assert score("Farmland and woodland.").row()["mentioned"] == "Tree;Crop"
+
+
+def test_settings_bounds() -> None:
+    for ok in (
+        {"presence": 0.1, "recall_share": 0.1},
+        {"presence": 0.5, "recall_share": 1.0},
+        {"tolerance": 0.0},
+        {"tolerance": 0.5},
+    ):
+        ConsistencySettings(**ok)
+    for bad in ({"presence": 0.0}, {"recall_share": 1.5}, {"tolerance": -0.1}):
+        with pytest.raises(InputError):
+            ConsistencySettings(**bad)
+    with pytest.raises(InputError, match="^class fractions: expected 7"):
+        score("farmland", (1, 2))
+
+
+def test_accumulator_every_summary_value() -> None:
+    acc = ConsistencyAccumulator()
+    acc.update("a", score("Farmland without any trees."))  # 1 mention, negation conflict
+    acc.update("a", score("A lake and farmland."))  # 2 mentions, hallucination
+    acc.update("a", score("Mostly farmland with some woodland."))  # 2 mentions, 2 quantities
+    acc.update("b", score("Mostly farmland."))  # 1 mention, 1 quantity
+    acc.update("b", score("A satellite image."))  # nothing named
+    out = acc.compute()
+    assert out["settings"] == {"presence": 0.01, "recall_share": 0.1, "tolerance": 5.0}
+    a, b, pooled = out["per_stream"]["a"], out["per_stream"]["b"], out["pooled"]
+    assert (a["hallucination_rate"], a["negation_conflict_rate"]) == (1 / 3, 1 / 3)
+    assert (a["dominant_agreement"], a["mean_mentions"]) == (1.0, 5 / 3)
+    assert (a["captions_with_quantities"], a["quantities"]) == (1, 2)
+    assert (b["dominant_agreement"], b["mean_mentions"], b["captions_with_quantities"]) == (
+        0.5,
+        0.5,
+        1,
+    )
+    assert (b["negation_conflict_rate"], b["hallucination_rate"]) == (0.0, 0.0)
+    assert pooled["captions"] == 5 and pooled["dominant_agreement"] == 4 / 5
+    assert pooled["mean_mentions"] == 6 / 5 and pooled["negation_conflict_rate"] == 1 / 5
+    assert pooled["captions_with_quantities"] == 2 and pooled["quantities"] == 3
