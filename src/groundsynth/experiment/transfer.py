@@ -193,6 +193,7 @@ class _Experiment:
             batch_size=self.cfg.setting("batch_size"), workers=self.cfg.workers,
             progress=self.cfg.progress, lr=seg.get("lr", 1e-3),
             schedule=seg.get("schedule", "plateau"), patience=seg.get("patience", 5),
+            loss=seg.get("loss", "dice"),
         )  # fmt: skip
 
     def segmenter(self) -> Path:
