@@ -11,13 +11,36 @@ import pytest
 from groundsynth import io
 
 
+def _supports_unnamed_files(folder) -> bool:
+    """Whether O_TMPFILE and /proc/self/fd work here, found without asking ``io`` (whose
+    cached answer an earlier failure may have turned off)."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return False
+    try:
+        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def fresh_proc(tmp_path, monkeypatch):
+    """/proc not opened yet, as in a new process; what the test opens is closed after it."""
+    if not _supports_unnamed_files(tmp_path):
+        pytest.skip("no O_TMPFILE / /proc here")
+    monkeypatch.setattr(io, "_PROC", None)
+    yield
+    if type(io._PROC) is int:
+        os.close(io._PROC)
+
+
 @pytest.fixture(params=["linked", "rename"])
 def mode(request, monkeypatch):
     """Run each test with unnamed files (where the OS has them) and with the fallback."""
     if request.param == "rename":
         monkeypatch.setattr(io, "_PROC", False)
-    elif io._proc_fd() is False:
-        pytest.skip("no O_TMPFILE / /proc on this system")
+    else:
+        request.getfixturevalue("fresh_proc")
     return request.param
 
 
@@ -105,21 +128,9 @@ def _spy(monkeypatch, module, name, calls):
     monkeypatch.setattr(module, name, spy)
 
 
-def _supports_unnamed_files(folder) -> bool:
-    if io._proc_fd() is False:
-        return False
-    try:
-        os.close(os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666))
-    except OSError:
-        return False
-    return True
-
-
-def test_unnamed_file_is_linked_into_place_where_supported(tmp_path, monkeypatch):
+def test_unnamed_file_is_linked_into_place_where_supported(tmp_path, monkeypatch, fresh_proc):
     """Where O_TMPFILE works, a new file never exists under a temporary name and is not
     renamed: the unnamed file is linked to its name from /proc/self/fd."""
-    if not _supports_unnamed_files(tmp_path):
-        pytest.skip("no O_TMPFILE / /proc here")
     links, temps, renames = [], [], []
     _spy(monkeypatch, os, "link", links)
     _spy(monkeypatch, io, "_create_temp", temps)
@@ -187,3 +198,165 @@ def test_atomic_path_keeps_suffix_and_cleans_up_on_error(tmp_path):
 def test_atomic_open_rejects_read_mode(tmp_path):
     with pytest.raises(ValueError, match="for writing"), io.atomic_open(tmp_path / "x", "r"):
         pass
+
+
+def test_proc_is_opened_once_as_a_close_on_exec_directory(monkeypatch, fresh_proc):
+    import fcntl  # POSIX only, like /proc
+
+    opens = []
+    _spy(monkeypatch, os, "open", opens)
+    fd = io._proc_fd()
+    assert type(fd) is int and fd >= 0 and fd == io._PROC
+    assert io._proc_fd() == fd  # cached: opened once per process
+    assert opens == [(("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), {})]
+    assert os.path.samestat(os.fstat(fd), os.stat("/proc"))
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+
+
+def test_without_proc_unnamed_files_are_not_tried(tmp_path, monkeypatch, fresh_proc):
+    real_open, opens, links = os.open, [], []
+
+    def no_proc(path, flags, *args, **kwargs):
+        opens.append(path)
+        if path == "/proc":
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_proc)
+    _spy(monkeypatch, os, "link", links)
+    assert io._proc_fd() is False and io._proc_fd() is False
+    io.write_bytes(tmp_path / "x.bin", b"data")
+    assert (tmp_path / "x.bin").read_bytes() == b"data" and _listing(tmp_path) == ["x.bin"]
+    assert opens.count("/proc") == 1 and links == []  # asked once; no unnamed file
+
+
+def test_relative_path_is_written_in_the_working_directory(tmp_path, mode, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    io.write_bytes("x.bin", b"first")
+    io.write_bytes("x.bin", b"second")
+    assert (tmp_path / "x.bin").read_bytes() == b"second"
+    assert _listing(tmp_path) == ["x.bin"]
+
+
+def test_parent_folder_created_concurrently(tmp_path, mode, monkeypatch):
+    """Another writer creates the missing folder just after this one found it missing."""
+    dest = tmp_path / "new" / "x.bin"
+    real_isdir = os.path.isdir
+
+    def racing_isdir(path):
+        found = real_isdir(path)
+        if not found and os.fspath(path) == str(dest.parent):
+            os.mkdir(path)
+        return found
+
+    monkeypatch.setattr(os.path, "isdir", racing_isdir)
+    io.write_bytes(dest, b"data")
+    assert dest.read_bytes() == b"data" and _listing(dest.parent) == ["x.bin"]
+
+
+def test_name_clash_on_the_hidden_name_draws_again(tmp_path, mode, monkeypatch):
+    dest = tmp_path / "x.bin"
+    io.write_bytes(dest, b"old")  # replacing: both modes then need a hidden name
+    clash = tmp_path / ".x.bin.00000000.tmp"
+    clash.write_bytes(b"another writer's")
+    tokens = iter(["00000000", "11111111"])
+    monkeypatch.setattr(io.secrets, "token_hex", lambda n: next(tokens))
+    io.write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"new" and clash.read_bytes() == b"another writer's"
+    assert _listing(tmp_path) == [".x.bin.00000000.tmp", "x.bin"]
+
+
+def test_failed_rename_keeps_the_old_file_and_no_hidden_name(tmp_path, mode, monkeypatch):
+    dest = tmp_path / "x.bin"
+    io.write_bytes(dest, b"old")
+
+    def failing(src, dst):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="I/O error"):
+        io.write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"old" and _listing(tmp_path) == ["x.bin"]
+
+
+def test_atomic_path_error_after_the_writer_removed_its_file(tmp_path):
+    dest = tmp_path / "x.bin"
+    with pytest.raises(RuntimeError, match="writer failed"), io.atomic_path(dest) as tmp:
+        tmp.unlink()
+        raise RuntimeError("writer failed")
+    assert _listing(tmp_path) == []
+
+
+def test_temporary_file_refused_in_an_existing_folder_is_raised(tmp_path, monkeypatch):
+    """ENOENT in a folder that exists (it vanished, or a dangling link): raised at once."""
+    monkeypatch.setattr(io, "_PROC", False)
+    opens = []
+
+    def refused(path, flags, *args, **kwargs):
+        opens.append(path)
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(FileNotFoundError):
+        io.write_bytes(tmp_path / "x.bin", b"data")
+    assert len(opens) == 1
+
+
+def test_unnamed_file_refused_with_enoent_falls_back(tmp_path, monkeypatch, fresh_proc):
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
+    io.write_bytes(tmp_path / "x.bin", b"data")
+    assert (tmp_path / "x.bin").read_bytes() == b"data" and _listing(tmp_path) == ["x.bin"]
+
+
+def _failing_link(monkeypatch, code, calls):
+    def link(src, dst, **kwargs):
+        calls.append(dst)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "link", link)
+
+
+@pytest.mark.parametrize(
+    "code", [errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOENT]
+)
+def test_link_refused_falls_back_and_stops_trying(tmp_path, monkeypatch, fresh_proc, code):
+    """/proc/self/fd not linkable here (ENOENT: no such entry in a folder that exists)."""
+    links = []
+    _failing_link(monkeypatch, code, links)
+    io.write_bytes(tmp_path / "x.bin", b"data")
+    assert (tmp_path / "x.bin").read_bytes() == b"data" and _listing(tmp_path) == ["x.bin"]
+    assert len(links) == 1 and io._PROC is False
+    io.write_bytes(tmp_path / "y.bin", b"more")  # no second try
+    assert (tmp_path / "y.bin").read_bytes() == b"more" and len(links) == 1
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.EACCES, errno.ENOSPC])
+def test_link_failure_is_raised(tmp_path, monkeypatch, fresh_proc, code):
+    links = []
+    _failing_link(monkeypatch, code, links)
+    with pytest.raises(OSError) as err:
+        io.write_bytes(tmp_path / "x.bin", b"data")
+    assert err.value.errno == code and _listing(tmp_path) == []
+    assert type(io._PROC) is int  # unnamed files stay on
+
+
+def test_folder_removed_before_the_link_is_raised(tmp_path, monkeypatch, fresh_proc):
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    real_link = os.link
+
+    def link(src, dst, **kwargs):
+        os.rmdir(folder)  # another process removes the (still empty) folder
+        return real_link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(FileNotFoundError):
+        io.write_bytes(folder / "x.bin", b"data")
+    assert not folder.exists() and type(io._PROC) is int

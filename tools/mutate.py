@@ -106,7 +106,7 @@ def _prepare(work: Path, targets: list[str]) -> None:
     tests = sorted({t for m in targets for t in TARGETS[m] if (ROOT / t.split("::")[0]).exists()})
     stamp = work / "tests.sha256"
     digest = _tests_digest(tests)
-    if stamp.exists() and stamp.read_text() != digest:
+    if not stamp.exists() or stamp.read_text() != digest:
         shutil.rmtree(work / "mutants", ignore_errors=True)  # the tests changed: start over
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(digest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,7 +29,7 @@ def test_pseudo_label_a_dataset_then_resume(tiny_dataset, tiny_checkpoint, tmp_p
     seen = []
     result = pseudo_label(cfg, progress=lambda done, total: seen.append((done, total)))
     assert result.counts == {"val": 5, "test": 5} and result.skipped == {}
-    assert seen[-1] == (10, 10)
+    assert seen == [(0, 10), (3, 10), (6, 10), (9, 10), (10, 10)]  # before, then per batch
     assert validate_dataset(out).ok, validate_dataset(out).summary()
 
     meta = pd.read_parquet(out / "metadata.parquet")
@@ -147,3 +149,92 @@ def test_written_masks_and_confidences_are_the_models_predictions(
         assert len(np.unique(expected)) == NUM_CLASSES  # every class appears: a real check
         np.testing.assert_array_equal(read_mask(out / "synth" / "masks" / f"{name}.png"), expected)
         assert meta.loc[name, "confidence"] == pytest.approx(prob.max(axis=0).mean(), rel=1e-5)
+
+
+def test_summaries_are_the_predictions_of_mixed_sizes_and_a_bad_file(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Images of two sizes in one batch and an unreadable file, with a model of known output:
+    confidence summaries, class percentages, source and skip records, from numpy."""
+    import json
+
+    import torch
+
+    import groundsynth.benchmark.model as model_module
+    from groundsynth.classes import NUM_CLASSES
+    from groundsynth.data.composition import integer_percentages
+
+    class RedBands(torch.nn.Module):
+        spec = type("Spec", (), {"classes": NUM_CLASSES})()
+
+        def forward(self, x):
+            c = torch.arange(NUM_CLASSES, dtype=x.dtype).view(1, -1, 1, 1)
+            return -((6 * x[:, :1] - c) ** 2)
+
+    monkeypatch.setattr(
+        model_module, "load_segmenter", lambda path, map_location: (RedBands(), {"name": "red"})
+    )
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    shapes = [(24, 32, 3), (16, 20, 3), (24, 32, 3), (16, 20, 3)]
+    images = {f"{i:04d}": rng.integers(0, 256, s, dtype=np.uint8) for i, s in enumerate(shapes)}
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / f"{name}.png")
+    (folder / "0002b.png").write_bytes(b"not a png")
+    out = tmp_path / "pl"
+    result = pseudo_label(
+        PseudoLabelConfig(
+            dataset=str(folder), model=str(tiny_checkpoint), out=str(out), device="cpu",
+            batch_size=5, chunk_size=2,
+        )
+    )  # fmt: skip
+    confs, rows = {}, {}
+    for name, image in images.items():
+        r = image[..., 0].astype(np.float64) / 255.0
+        logits = -((6 * r[None] - np.arange(NUM_CLASSES)[:, None, None]) ** 2)
+        prob = np.exp(logits - logits.max(axis=0))
+        prob /= prob.sum(axis=0)
+        confs[name] = prob.max(axis=0).mean()
+        mask = prob.argmax(axis=0)
+        np.testing.assert_array_equal(read_mask(out / "synth" / "masks" / f"{name}.png"), mask)
+        rows[name] = np.bincount(mask.ravel(), minlength=NUM_CLASSES) / mask.size
+    assert result.counts == {"synth": 4} and result.skipped == {"unreadable": 1}
+    assert (result.chunks_total, result.chunks_resumed) == (3, 0)
+    c = np.array(list(confs.values()))
+    summary = result.confidence["synth"]
+    assert summary == pytest.approx({"mean": c.mean(), "min": c.min(), "max": c.max()}, rel=1e-5)
+    meta = pd.read_parquet(out / "metadata.parquet").set_index("id")
+    assert list(meta.index) == list(images) and (meta["source"] == "gen").all()
+    pct = pd.read_csv(out / "class_percentages" / "synth.csv")
+    assert list(pct["filename"]) == [f"{n}.png" for n in images]
+    expected = integer_percentages(np.array(list(rows.values())))
+    np.testing.assert_array_equal(pct[list(CLASS_NAMES)].to_numpy(), expected)
+    records = [
+        json.loads(p.read_text()) for p in sorted((out / ".pseudo-label" / "synth").iterdir())
+    ]
+    assert [[r["id"] for r in rec["rows"]] for rec in records] == [
+        ["0000", "0001"], ["0002"], ["0003"]
+    ]  # fmt: skip
+    ((skip,),) = [rec["skipped"] for rec in records if rec["skipped"]]
+    assert skip["id"] == "0002b" and skip["reason"] == "unreadable"
+    assert skip["path"] == str(folder / "0002b.png") and "0002b.png" in skip["message"]
+
+
+@pytest.mark.parametrize("images", ["link", "copy"])
+def test_rgb_png_inputs_are_linked_or_copied(tiny_checkpoint, tmp_path, images):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "a.png")
+    out = tmp_path / "pl"
+    pseudo_label(
+        PseudoLabelConfig(
+            dataset=str(folder), model=str(tiny_checkpoint), out=str(out), device="cpu",
+            images=images,
+        )
+    )  # fmt: skip
+    src, dst = folder / "a.png", out / "synth" / "images" / "a.png"
+    assert dst.read_bytes() == src.read_bytes()
+    assert os.path.samefile(src, dst) == (images == "link")
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["a.png"]
