@@ -238,3 +238,193 @@ def test_rgb_png_inputs_are_linked_or_copied(tiny_checkpoint, tmp_path, images):
     assert dst.read_bytes() == src.read_bytes()
     assert os.path.samefile(src, dst) == (images == "link")
     assert sorted(p.name for p in dst.parent.iterdir()) == ["a.png"]
+
+
+def _fake_segmenter(monkeypatch, name: str) -> dict:
+    """Replace the checkpoint loader by the known-logits model named ``name``; returns a dict
+    that records the ``map_location`` it was given and the device ``_predict`` was given."""
+    import torch
+
+    import groundsynth.benchmark.model as model_module
+    import groundsynth.generate.pseudo_label as pl_module
+    from groundsynth.classes import NUM_CLASSES
+
+    class RedBands(torch.nn.Module):
+        spec = type("Spec", (), {"classes": NUM_CLASSES})()
+
+        def forward(self, x):
+            c = torch.arange(NUM_CLASSES, dtype=x.dtype).view(1, -1, 1, 1)
+            return -((6 * x[:, :1] - c) ** 2)
+
+    seen: dict = {}
+
+    def load(path, map_location):
+        seen["map_location"] = map_location
+        return RedBands(), {"name": name}
+
+    predict = pl_module._predict
+
+    def recording_predict(model, batch, device):
+        seen["predict_device"] = device
+        return predict(model, batch, device)
+
+    monkeypatch.setattr(model_module, "load_segmenter", load)
+    monkeypatch.setattr(pl_module, "_predict", recording_predict)
+    return seen
+
+
+def _png_folder(folder, names, broken=()):
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for name in names:
+        image = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / f"{name}.png")
+    for name in broken:
+        (folder / f"{name}.png").write_bytes(b"not a png")
+
+
+def test_manifest_and_config_record_the_run(tiny_checkpoint, tmp_path, monkeypatch):
+    """The run's provenance, value by value: config.yaml holds the resolved absolute paths and
+    the model's digest; manifest.json its counts, summaries, origin, input kind, chunks, files,
+    inputs and stage; the result carries that manifest and the measured seconds."""
+    import itertools
+    import json
+    import types
+
+    import yaml
+
+    import groundsynth.generate.pseudo_label as pl_module
+    from groundsynth.benchmark.model import resolve_device
+    from groundsynth.runs import file_digest
+
+    seen = _fake_segmenter(monkeypatch, "red/v1")  # a separator in the name becomes "_"
+    clock = itertools.chain([100.0], itertools.repeat(101.23456))  # start, then end
+    monkeypatch.setattr(pl_module, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    _png_folder(tmp_path / "gen", ["a", "b", "c"], broken=["bad"])
+    monkeypatch.chdir(tmp_path)
+    model_rel = os.path.relpath(tiny_checkpoint, tmp_path)
+    result = pseudo_label(
+        PseudoLabelConfig(
+            dataset="sub/../gen", model=model_rel, out="pl", device="cpu", batch_size=2,
+            chunk_size=3,
+        )
+    )  # fmt: skip
+    root, out, model = tmp_path / "gen", tmp_path / "pl", tiny_checkpoint.resolve()
+    assert result.out == out and result.seconds == 1.235  # round(101.23456 - 100.0, 3)
+    assert seen == {"map_location": resolve_device("cpu"), "predict_device": resolve_device("cpu")}
+
+    config = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    assert config == {
+        "dataset": str(root), "model": str(model), "out": str(out), "splits": None,
+        "folder_split": "synth", "batch_size": 2, "workers": 0, "device": "cpu",
+        "chunk_size": 3, "images": "link", "model_sha256": file_digest(model),
+    }  # fmt: skip
+
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert result.manifest == manifest
+    assert manifest["stage"] == "pseudo-label" and (out / "pseudo-label.log").is_file()
+    assert manifest["inputs"] == [str(root), str(model)]
+    assert manifest["chunks"] == {"total": 2, "resumed": 0}  # a, b, bad | c
+    outputs = manifest["outputs"]
+    files = outputs.pop("files")
+    meta = pd.read_parquet(out / "metadata.parquet")
+    c = meta["confidence"]
+    assert outputs == {
+        "samples": {"synth": 3},
+        "skipped": {"unreadable": 1},
+        "confidence": {"synth": pytest.approx({"mean": c.mean(), "min": c.min(), "max": c.max()})},
+        "origin": "pseudo-label:red_v1",
+        "input_kind": "folder",
+    }
+    assert outputs["confidence"] == result.confidence
+    assert (meta["origin"] == "pseudo-label:red_v1").all()
+    assert files == {
+        rel: {"bytes": (out / rel).stat().st_size, "sha256": file_digest(out / rel)}
+        for rel in ("metadata.parquet", os.path.join("class_percentages", "synth.csv"))
+    }
+    # a non-empty --out without a run is refused, naming the kind of run it lacks
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("x")
+    with pytest.raises(OutputConflictError, match="holds no pseudo-labelling"):
+        pseudo_label(
+            PseudoLabelConfig(dataset=str(root), model=model_rel, out=str(other), device="cpu")
+        )
+
+
+def test_config_checks_each_option_at_its_boundary(tmp_path):
+    from groundsynth.errors import InputError
+
+    ok = PseudoLabelConfig(dataset="d", model="m", batch_size=1, chunk_size=1, workers=0)
+    assert (ok.batch_size, ok.chunk_size, ok.workers) == (1, 1, 0)
+    message = "batch size and chunk size must be >= 1 and workers >= 0, got"
+    for bad, got in [
+        ({"batch_size": 0}, "0, 256, 0"),
+        ({"chunk_size": 0}, "16, 0, 0"),
+        ({"workers": -1}, "16, 256, -1"),
+    ]:
+        with pytest.raises(InputError, match=f"^{message} {got}$"):
+            PseudoLabelConfig(dataset="d", model="m", **bad)
+    with pytest.raises(InputError, match="images must be 'link' or 'copy', got 'move'"):
+        PseudoLabelConfig(dataset="d", model="m", images="move")
+    for split in ("a/b", ""):
+        with pytest.raises(InputError, match=f"bad split name '{split}'"):
+            PseudoLabelConfig(dataset="d", model="m", folder_split=split)
+    assert PseudoLabelConfig(dataset="d", model="m", folder_split="gen-1").folder_split == "gen-1"
+
+
+def test_folder_input_lists_only_image_files(tiny_checkpoint, tmp_path, monkeypatch):
+    """A stray text file and a folder named like an image are not inputs (nothing skipped)."""
+    _fake_segmenter(monkeypatch, "red")
+    folder = tmp_path / "gen"
+    _png_folder(folder, ["a", "b"])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "c.png").mkdir()
+    out = tmp_path / "pl"
+    result = pseudo_label(
+        PseudoLabelConfig(
+            dataset=str(folder), model=str(tiny_checkpoint), out=str(out), device="cpu"
+        )
+    )
+    assert result.counts == {"synth": 2} and result.skipped == {}
+    assert result.manifest["outputs"]["input_kind"] == "folder"
+    assert sorted(p.name for p in (out / "synth" / "masks").iterdir()) == ["a.png", "b.png"]
+
+
+def test_unknown_split_is_refused_listing_the_available_ones(
+    tiny_dataset, tiny_checkpoint, tmp_path
+):
+    from groundsynth.errors import InputError
+
+    out = tmp_path / "pl"
+    cfg = PseudoLabelConfig(
+        dataset=str(tiny_dataset), model=str(tiny_checkpoint), out=str(out), splits=("val", "nope"),
+        device="cpu",
+    )  # fmt: skip
+    with pytest.raises(
+        InputError, match=r"no images in split\(s\) \['nope'\]; splits with images: \['train', "
+    ) as err:
+        pseudo_label(cfg)
+    assert "'val'" in str(err.value) and "'test'" in str(err.value)
+    assert not out.exists()
+
+
+def test_a_chunk_of_only_unreadable_images_does_not_end_the_tables(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Chunks of one image: the first holds only a skipped file, the later ones are kept."""
+    _fake_segmenter(monkeypatch, "red")
+    folder = tmp_path / "gen"
+    _png_folder(folder, ["b", "c"], broken=["a"])
+    out = tmp_path / "pl"
+    result = pseudo_label(
+        PseudoLabelConfig(
+            dataset=str(folder), model=str(tiny_checkpoint), out=str(out), device="cpu",
+            chunk_size=1,
+        )
+    )  # fmt: skip
+    assert result.counts == {"synth": 2} and result.skipped == {"unreadable": 1}
+    assert result.chunks_total == 3 and set(result.confidence) == {"synth"}
+    assert list(pd.read_parquet(out / "metadata.parquet")["id"]) == ["b", "c"]
+    pct = pd.read_csv(out / "class_percentages" / "synth.csv")
+    assert list(pct["filename"]) == ["b.png", "c.png"]
