@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 
 import numpy as np
 from PIL import Image
@@ -17,7 +16,6 @@ from tests.report.fake_runs import fake_dataset, fake_experiment, fake_table
 
 #: The bounds the report promises.
 MAX_PAGE_BYTES = 5_000_000
-MAX_BUILD_SECONDS = 60.0
 
 
 def test_report_over_large_runs_is_bounded(tmp_path):
@@ -26,11 +24,9 @@ def test_report_over_large_runs_is_bounded(tmp_path):
     b = fake_dataset(tmp_path / "B", n // 2, captions=False, leakage=None, seed=1)
     exp = fake_experiment(tmp_path / "exp", a, b, synthetic_n=n)
     bench = fake_table(tmp_path / "bench", rows=n)
-    t0 = time.perf_counter()
+    # the build time is measured by benchmarks/bench_report.py, not asserted here
     out = make_report([exp, a, b, bench], tmp_path / "r.html")
-    took = time.perf_counter() - t0
     page = out.read_text()
-    assert took < MAX_BUILD_SECONDS
     assert out.stat().st_size <= MAX_PAGE_BYTES
     # grids: MAX_SAMPLES per dataset shown, each image with its map (one missing in A)
     thumbs = re.findall(r'<img src="data:image/(?:jpeg|png);base64,([^"]+)"', page)
