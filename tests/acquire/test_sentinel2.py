@@ -151,6 +151,29 @@ def test_rerun_reuses_scenes_and_refuses_other_options(servers, item, item_dir, 
         _acquire(stac, out, composite="per-scene", resolution=50.0)
 
 
+def test_rerun_fetches_a_scene_again_when_a_remote_file_changed(servers, item, item_dir, tmp_path):
+    stac, files = servers
+    stac.items.append(rehost(item, files, item_dir))
+    out = tmp_path / "out"
+    _acquire(stac, out, composite="per-scene")
+    record = out / "scenes" / f"{ITEM_ID}.json"
+    old_etag = json.loads(record.read_text())["assets"]["B04"]["etag"]
+    # the red band's file changes on the server (new content, so a new ETag)
+    changed = tmp_path / "B04.tif"
+    with rasterio.open(item_dir / "B04.tif") as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(changed, "w", **profile) as dst:
+        dst.write(np.where(data > 0, data + 7, 0).astype(data.dtype))
+    path = f"{ITEM_ID}/B04.tif"
+    files.files[path] = changed
+    files._cache.pop(path, None)
+    again = _acquire(stac, out, composite="per-scene")
+    assert (again.scenes_fetched, again.scenes_reused) == (1, 0)
+    assert json.loads(record.read_text())["assets"]["B04"]["etag"] not in (None, old_etag)
+    with rasterio.open(again.imagery[0]) as ds:
+        np.testing.assert_array_equal(ds.read(1), _on_grid(changed, again.grid))
+
+
 def test_v0_asset_keys_give_the_same_scene(servers, item, item_dir, tmp_path):
     """Earth Search v0 items key assets by band (B04, SCL) with eo:bands names B04..."""
     stac, files = servers

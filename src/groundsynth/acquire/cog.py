@@ -79,7 +79,8 @@ def gdal_options(*, retries: int, backoff: float, timeout: float) -> dict[str, A
     GDAL listing the remote "folder" and probing side-car files (``.aux.xml``, ``.ovr``...)
     that do not exist; ``GDAL_HTTP_MAX_RETRY``/``GDAL_HTTP_RETRY_DELAY`` make GDAL retry
     429/5xx answers itself (the delay doubles at each try); consecutive ranges are merged into
-    one request.
+    one request. ``CPL_VSIL_CURL_NON_CACHED`` drops what GDAL kept of a remote file when it is
+    closed, so a file read again after it changed on the server is not served from memory.
     """
     return {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -90,6 +91,7 @@ def gdal_options(*, retries: int, backoff: float, timeout: float) -> dict[str, A
         "GDAL_HTTP_CONNECTTIMEOUT": str(max(1, math.ceil(min(timeout, 30.0)))),
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_USERAGENT": _USER_AGENT,
+        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
     }
 
 
@@ -303,8 +305,8 @@ class CogReader:
     """One remote COG, opened by :func:`rasterio.open` on ``/vsicurl/URL``, read by window.
 
     Use as a context manager: it enters a :class:`rasterio.Env` with :func:`gdal_options`
-    (plus ``CPL_DEBUG`` for the byte count and ``CPL_VSIL_CURL_NON_CACHED`` so that a reopen
-    reads the server again, not GDAL's cache), opens and checks the file (``check`` may add
+    (plus ``CPL_DEBUG`` for the byte count; their ``CPL_VSIL_CURL_NON_CACHED`` makes a reopen
+    read the server again, not GDAL's cache), opens and checks the file (``check`` may add
     product checks; it raises :class:`FetchError`), and closes everything on exit. Opening
     and each :meth:`read` are retried ``retries`` times with back-off, reopening the file;
     then :class:`FetchError` names the URL, the window and the last error.
@@ -344,7 +346,7 @@ class CogReader:
 
     def __enter__(self) -> CogReader:
         options = gdal_options(retries=self.retries, backoff=self.backoff, timeout=self.timeout)
-        self._env = rasterio.Env(CPL_DEBUG=True, CPL_VSIL_CURL_NON_CACHED=self.path, **options)
+        self._env = rasterio.Env(CPL_DEBUG=True, **options)
         self._env.__enter__()
         self.meter.__enter__()
         try:

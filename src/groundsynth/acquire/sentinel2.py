@@ -62,6 +62,7 @@ from groundsynth.acquire.s2_assets import (
 from groundsynth.acquire.s2_cog import RemoteCog
 from groundsynth.acquire.s2_composite import SCL_MASKED, CompositeStats, median_composite
 from groundsynth.acquire.s2_grid import Grid, output_grid, output_profile, tag_output
+from groundsynth.acquire.s2_reuse import changed_assets, record_matches
 from groundsynth.acquire.stac_search import (
     EARTH_SEARCH_V1,
     parse_bbox,
@@ -211,21 +212,6 @@ def _to_dn(dn: np.ndarray, rad: Radiometry) -> np.ndarray:
     """Resampled source DNs (0 = nodata) -> uint16 reflectance × 10000 (valid pixels >= 1)."""
     refl = np.rint((dn * rad.scale + rad.offset) * QUANTIFICATION)
     return np.where(dn > 0, np.clip(refl, 1, 65535), 0).astype(np.uint16)
-
-
-def _record_matches(path: Path, scene: _Scene, cfg: Sentinel2Config, grid: Grid) -> bool:
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(rec, dict)
-        and rec.get("item") == scene.item.get("id")
-        and rec.get("grid") == grid.as_dict()
-        and rec.get("bands") == list(cfg.bands)
-        and rec.get("resampling") == cfg.resampling
-        and bool(rec.get("scl")) == (scene.scl is not None)
-    )
 
 
 def _fetch_scene(
@@ -402,8 +388,16 @@ def run_sentinel2(
                 outputs_exist = (out / "scenes" / f"{scene.name}.tif").is_file() and (
                     scene.scl is None or (out / "scl" / f"{scene.name}.tif").is_file()
                 )
-                if outputs_exist and _record_matches(rec_path, scene, cfg, grid):
-                    records.append(json.loads(rec_path.read_text(encoding="utf-8")))
+                old = (
+                    json.loads(rec_path.read_text(encoding="utf-8"))
+                    if outputs_exist and record_matches(rec_path, scene, cfg, grid)
+                    else None
+                )
+                changed = changed_assets(old, cfg) if old is not None else []
+                if changed:
+                    log.warning("%s changed remotely: %s; fetched again", scene.name, changed)
+                if old is not None and not changed:
+                    records.append(old)
                     reused += 1
                     log.info("%s: already acquired (%s); reused", scene.name, rec_path)
                 else:
