@@ -103,28 +103,59 @@ def test_default_out_is_beside_the_input(tiny_checkpoint, tmp_path):
         )
 
 
-def test_written_masks_and_confidences_are_the_models_predictions(
-    tiny_checkpoint, tmp_path, monkeypatch
-):
-    """A model with known logits (a fixed function of the red band): the written masks are
-    its per-pixel argmax and ``confidence`` is the mean over pixels of its max softmax."""
+def _fake_segmenter(monkeypatch, name: str) -> dict:
+    """Replace the checkpoint loader by the known-logits model named ``name``; returns a dict
+    that records the ``map_location`` it was given and the device ``_predict`` was given."""
     import torch
 
     import groundsynth.benchmark.model as model_module
+    import groundsynth.generate.pseudo_label as pl_module
     from groundsynth.classes import NUM_CLASSES
 
     class RedBands(torch.nn.Module):
-        """``logit_c = -(6 r - c)^2`` with ``r`` the 0..1 red band: argmax ~ round(6 r)."""
-
         spec = type("Spec", (), {"classes": NUM_CLASSES})()
 
         def forward(self, x):
             c = torch.arange(NUM_CLASSES, dtype=x.dtype).view(1, -1, 1, 1)
             return -((6 * x[:, :1] - c) ** 2)
 
-    monkeypatch.setattr(
-        model_module, "load_segmenter", lambda path, map_location: (RedBands(), {"name": "red"})
-    )
+    seen: dict = {}
+
+    def load(path, map_location):
+        seen["map_location"] = map_location
+        return RedBands(), {"name": name}
+
+    predict = pl_module._predict
+
+    def recording_predict(model, batch, device):
+        seen["predict_device"] = device
+        return predict(model, batch, device)
+
+    monkeypatch.setattr(model_module, "load_segmenter", load)
+    monkeypatch.setattr(pl_module, "_predict", recording_predict)
+    return seen
+
+
+def _expected(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The known-logits model's mask and per-pixel max softmax for ``image``, by numpy."""
+    from groundsynth.classes import NUM_CLASSES
+
+    r = image[..., 0].astype(np.float64) / 255.0
+    logits = -((6 * r[None] - np.arange(NUM_CLASSES)[:, None, None]) ** 2)
+    prob = np.exp(logits - logits.max(axis=0))
+    prob /= prob.sum(axis=0)
+    return prob.argmax(axis=0), prob.max(axis=0)
+
+
+def test_written_masks_and_confidences_are_the_models_predictions(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """A model with known logits (a fixed function of the red band): the written masks are
+    its per-pixel argmax and ``confidence`` is the mean over pixels of its max softmax."""
+
+    from groundsynth.classes import NUM_CLASSES
+
+    _fake_segmenter(monkeypatch, "red")  # logit_c = -(6 r - c)^2, r the 0..1 red band
     folder = tmp_path / "gen"
     folder.mkdir()
     rng = np.random.default_rng(3)
@@ -141,14 +172,10 @@ def test_written_masks_and_confidences_are_the_models_predictions(
     assert result.counts == {"synth": 3}
     meta = pd.read_parquet(out / "metadata.parquet").set_index("id")
     for name, image in images.items():
-        r = image[..., 0].astype(np.float64) / 255.0
-        logits = -((6 * r[None] - np.arange(NUM_CLASSES)[:, None, None]) ** 2)
-        prob = np.exp(logits - logits.max(axis=0))
-        prob /= prob.sum(axis=0)
-        expected = prob.argmax(axis=0)
+        expected, top = _expected(image)
         assert len(np.unique(expected)) == NUM_CLASSES  # every class appears: a real check
         np.testing.assert_array_equal(read_mask(out / "synth" / "masks" / f"{name}.png"), expected)
-        assert meta.loc[name, "confidence"] == pytest.approx(prob.max(axis=0).mean(), rel=1e-5)
+        assert meta.loc[name, "confidence"] == pytest.approx(top.mean(), rel=1e-5)
 
 
 def test_summaries_are_the_predictions_of_mixed_sizes_and_a_bad_file(
@@ -158,22 +185,10 @@ def test_summaries_are_the_predictions_of_mixed_sizes_and_a_bad_file(
     confidence summaries, class percentages, source and skip records, from numpy."""
     import json
 
-    import torch
-
-    import groundsynth.benchmark.model as model_module
     from groundsynth.classes import NUM_CLASSES
     from groundsynth.data.composition import integer_percentages
 
-    class RedBands(torch.nn.Module):
-        spec = type("Spec", (), {"classes": NUM_CLASSES})()
-
-        def forward(self, x):
-            c = torch.arange(NUM_CLASSES, dtype=x.dtype).view(1, -1, 1, 1)
-            return -((6 * x[:, :1] - c) ** 2)
-
-    monkeypatch.setattr(
-        model_module, "load_segmenter", lambda path, map_location: (RedBands(), {"name": "red"})
-    )
+    _fake_segmenter(monkeypatch, "red")
     folder = tmp_path / "gen"
     folder.mkdir()
     rng = np.random.default_rng(5)
@@ -191,12 +206,8 @@ def test_summaries_are_the_predictions_of_mixed_sizes_and_a_bad_file(
     )  # fmt: skip
     confs, rows = {}, {}
     for name, image in images.items():
-        r = image[..., 0].astype(np.float64) / 255.0
-        logits = -((6 * r[None] - np.arange(NUM_CLASSES)[:, None, None]) ** 2)
-        prob = np.exp(logits - logits.max(axis=0))
-        prob /= prob.sum(axis=0)
-        confs[name] = prob.max(axis=0).mean()
-        mask = prob.argmax(axis=0)
+        mask, top = _expected(image)
+        confs[name] = top.mean()
         np.testing.assert_array_equal(read_mask(out / "synth" / "masks" / f"{name}.png"), mask)
         rows[name] = np.bincount(mask.ravel(), minlength=NUM_CLASSES) / mask.size
     assert result.counts == {"synth": 4} and result.skipped == {"unreadable": 1}
@@ -238,39 +249,6 @@ def test_rgb_png_inputs_are_linked_or_copied(tiny_checkpoint, tmp_path, images):
     assert dst.read_bytes() == src.read_bytes()
     assert os.path.samefile(src, dst) == (images == "link")
     assert sorted(p.name for p in dst.parent.iterdir()) == ["a.png"]
-
-
-def _fake_segmenter(monkeypatch, name: str) -> dict:
-    """Replace the checkpoint loader by the known-logits model named ``name``; returns a dict
-    that records the ``map_location`` it was given and the device ``_predict`` was given."""
-    import torch
-
-    import groundsynth.benchmark.model as model_module
-    import groundsynth.generate.pseudo_label as pl_module
-    from groundsynth.classes import NUM_CLASSES
-
-    class RedBands(torch.nn.Module):
-        spec = type("Spec", (), {"classes": NUM_CLASSES})()
-
-        def forward(self, x):
-            c = torch.arange(NUM_CLASSES, dtype=x.dtype).view(1, -1, 1, 1)
-            return -((6 * x[:, :1] - c) ** 2)
-
-    seen: dict = {}
-
-    def load(path, map_location):
-        seen["map_location"] = map_location
-        return RedBands(), {"name": name}
-
-    predict = pl_module._predict
-
-    def recording_predict(model, batch, device):
-        seen["predict_device"] = device
-        return predict(model, batch, device)
-
-    monkeypatch.setattr(model_module, "load_segmenter", load)
-    monkeypatch.setattr(pl_module, "_predict", recording_predict)
-    return seen
 
 
 def _png_folder(folder, names, broken=()):
