@@ -49,7 +49,7 @@ from groundsynth.data.splits import (
     validate_fractions,
 )
 from groundsynth.errors import InputError
-from groundsynth.runs import check_run_dir, start_run, to_plain
+from groundsynth.runs import check_run_dir, config_identity, start_run
 
 __all__ = ["BuildConfig", "BuildResult", "build_dataset"]
 
@@ -146,10 +146,7 @@ class BuildConfig:
         return BuildConfig(**kw)
 
     def identity(self) -> dict:
-        d = to_plain(self)
-        for k in _NOT_IDENTITY:
-            d.pop(k, None)
-        return d
+        return config_identity(self, _NOT_IDENTITY)
 
 
 @dataclass
