@@ -10,7 +10,16 @@ from __future__ import annotations
 import typer
 
 from groundsynth import __version__
-from groundsynth.cli import acquire, caption, data, evaluate, experiment, generate, synthetic
+from groundsynth.cli import (
+    acquire,
+    benchmark_retrieval,
+    caption,
+    data,
+    evaluate,
+    experiment,
+    generate,
+    synthetic,
+)
 from groundsynth.cli._common import console, setup_logging
 from groundsynth.cli._groups import benchmark_app, evaluate_app
 
@@ -45,7 +54,16 @@ def _root(
     setup_logging(verbose)
 
 
-for _module in (data, acquire, caption, generate, evaluate, synthetic, experiment):
+for _module in (
+    data,
+    acquire,
+    caption,
+    generate,
+    evaluate,
+    benchmark_retrieval,
+    synthetic,
+    experiment,
+):
     _module.register(app)
 for _name, _group in (("evaluate", evaluate_app), ("benchmark", benchmark_app)):
     if _group.registered_commands:

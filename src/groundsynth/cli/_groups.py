@@ -10,4 +10,6 @@ __all__ = ["benchmark_app", "evaluate_app"]
 evaluate_app = typer.Typer(
     help="Evaluate captions and synthetic data interpretably.", no_args_is_help=True
 )
-benchmark_app = typer.Typer(help="Downstream benchmarks (segmentation).", no_args_is_help=True)
+benchmark_app = typer.Typer(
+    help="Downstream benchmarks: segmentation, image–text retrieval.", no_args_is_help=True
+)
