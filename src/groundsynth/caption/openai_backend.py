@@ -6,23 +6,37 @@ Works with vLLM, Ollama, llama.cpp's server, LM Studio and OpenAI itself: each c
 image as a base64 PNG data URL (``{"type": "image_url", "image_url": {"url":
 "data:image/png;base64,..."}}``); the ``text`` stream sends the prompt alone.
 
+Servers: ``base_urls`` lists several servers serving the same model (e.g. one vLLM per
+GPU), ``base_url`` names one. Requests are spread over them (:mod:`.openai_servers`): each
+goes to the least-loaded live server with a free slot (ties round-robin), so a slow server
+gets fewer. They should serve one model with the same settings: a request (seed included)
+is the same whichever server gets it, so the server list is not part of a run's identity
+and a run may resume on other servers.
+
 Reliability:
 
-- at most ``concurrency`` requests in flight (a thread pool over one ``httpx.Client``);
+- at most ``concurrency`` requests in flight per server (a thread pool of servers ×
+  ``concurrency`` workers over one ``httpx.Client``);
 - every request has a ``timeout`` (seconds, connect and read);
-- timeouts, connection errors, HTTP 429 and 5xx and malformed replies (not JSON, no
-  ``choices``, empty content) are retried up to ``retries`` times with exponential back-off
-  (``backoff × 2^attempt`` seconds, at most ``max_backoff``, times a random factor in
-  [0.5, 1]; a ``Retry-After`` header is honoured up to ``max_backoff``); then the image's
-  result is a failure naming the last error, and a run records it and retries it next time;
+- a try that fails to connect, times out, gets HTTP 429, 5xx or another retryable status,
+  or a malformed reply (not JSON, no ``choices``, empty content) fails over at once to
+  another live server the request has not tried yet; once every live server failed it, the
+  request is retried up to ``retries`` times with exponential back-off (``backoff ×
+  2^attempt`` seconds, at most ``max_backoff``, times a random factor in [0.5, 1]; a
+  ``Retry-After`` header is honoured up to ``max_backoff``); then the image's result is a
+  failure naming the last error, and a run records it and retries it next time;
 - other 4xx replies fail the image at once (retrying would not help); HTTP 401/403 (key
-  rejected) and 404 (wrong URL or model) stop the run with an :class:`InputError`;
-- an unreachable server (connection refused, unknown host, connect timeout) stops the run
-  with an :class:`InputError` naming ``base_url`` instead of failing image after image:
-  as soon as one request has used up its retries failing to connect while the server has
-  never answered, or once :data:`UNREACHABLE_AFTER` requests in a row did so after it had
-  answered. Requests still in flight then stop at their next attempt, and the captioner
-  refuses further requests; none of these images is recorded, so the next run retries them.
+  rejected) and 404 (wrong URL or model) stop the run with an :class:`InputError` naming
+  the server that said it;
+- a server that cannot be reached (connection refused, unknown host, connect timeout) is
+  marked dead, with a warning naming it, once a request ends without having connected to
+  it (all its tries there failed) while it has never answered, or once
+  :data:`UNREACHABLE_AFTER` requests in a row did so after it had; it gets no requests
+  then, but one is tried on it again every ``probe_after`` seconds (None: never). When
+  every server is dead the run stops with an :class:`InputError` naming them all, instead
+  of failing image after image: requests still in flight stop at their next try, and the
+  captioner refuses further requests; none of these images is recorded, so the next run
+  retries them.
 
 The API key is read from the environment variable ``api_key_env`` (default
 ``OPENAI_API_KEY``) when the captioner is built; no key means no ``Authorization`` header
@@ -57,6 +71,14 @@ from groundsynth.caption.base import (
     item_seed,
 )
 from groundsynth.caption.facts import GroundingFacts
+from groundsynth.caption.openai_servers import (
+    DEFAULT_BASE_URL,
+    UNREACHABLE_AFTER,
+    Server,
+    ServerPool,
+    public_url,
+    server_urls,
+)
 from groundsynth.caption.prompts import STREAMS, load_template
 from groundsynth.errors import InputError
 
@@ -67,18 +89,21 @@ logger = logging.getLogger(__name__)
 _RETRY_STATUS = frozenset({408, 409, 425, 429})
 _FATAL_STATUS = {401: "the API key was rejected", 403: "access denied", 404: "not found"}
 
-#: Requests in a row that used up their retries failing to connect, after the server had
-#: answered once, that stop the run (before it ever answered, the first one does).
-UNREACHABLE_AFTER = 3
-
 
 @dataclass(frozen=True)
 class OpenAIConfig:
-    """Settings of the ``openai`` captioner (no secrets: the key stays in the environment)."""
+    """Settings of the ``openai`` captioner (no secrets: the key stays in the environment).
+
+    ``base_urls`` lists the servers requests are spread over; without it, ``base_url`` is
+    the one server. Once built, ``base_urls`` holds every server and ``base_url`` the first.
+    ``concurrency`` is per server. ``probe_after``: seconds before a dead server is tried
+    again while others carry on (None: never).
+    """
 
     model: str
     stream: str = "hybrid"
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str = DEFAULT_BASE_URL
+    base_urls: tuple[str, ...] = ()
     api_key_env: str = "OPENAI_API_KEY"
     prompt: str | None = None  # a prompt file or a folder of <stream>.txt; None: built in
     system_prompt: str | None = None
@@ -90,14 +115,16 @@ class OpenAIConfig:
     retries: int = 4
     backoff: float = 1.0
     max_backoff: float = 30.0
+    probe_after: float | None = 60.0
 
     def __post_init__(self) -> None:
         if not self.model.strip():
             raise InputError("the openai captioner needs a model name (e.g. qwen3-vl-8b)")
         if self.stream not in STREAMS:
             raise InputError(f"unknown stream {self.stream!r}; valid streams: {', '.join(STREAMS)}")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise InputError(f"base_url must start with http:// or https://; got {self.base_url!r}")
+        urls = server_urls(self.base_url, self.base_urls)
+        object.__setattr__(self, "base_urls", urls)
+        object.__setattr__(self, "base_url", urls[0])
         if not self.api_key_env or not self.api_key_env.replace("_", "").isalnum():
             raise InputError(
                 f"api_key_env must be an environment variable name; got {self.api_key_env!r}"
@@ -109,11 +136,14 @@ class OpenAIConfig:
             raise InputError(f"retries must be >= 0; got {self.retries}")
         if self.timeout <= 0 or self.backoff < 0 or self.max_backoff < 0:
             raise InputError("timeout must be > 0 and backoff, max_backoff >= 0 seconds")
+        if self.probe_after is not None and self.probe_after < 0:
+            raise InputError(f"probe_after must be >= 0 seconds or None; got {self.probe_after}")
         if not 0.0 <= self.temperature <= 2.0:
             raise InputError(f"temperature must be in [0, 2]; got {self.temperature}")
 
     @property
     def url(self) -> str:
+        """The chat-completions URL of the first server."""
         return self.base_url.rstrip("/") + "/chat/completions"
 
 
@@ -134,6 +164,15 @@ def image_data_url(image: Any) -> str:
 
 class _Failed(Exception):
     """One image could not be captioned (after retries where they made sense)."""
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A try that failed in a way worth trying again (on another server, or later)."""
+
+    error: str
+    connected: bool = True  # False: no connection to the server at all
+    retry_after: float | None = None
 
 
 class OpenAICaptioner(BatchCaptioner):
@@ -159,34 +198,38 @@ class OpenAICaptioner(BatchCaptioner):
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._answered = False  # the server has sent an HTTP reply at least once
-        self._unreachable_run = 0  # requests in a row that could not connect at all
-        self._unreachable: str | None = None  # set: the run-stopping error message
+        self._servers = ServerPool(
+            self.config.base_urls, self.config.concurrency, probe_after=self.config.probe_after
+        )
 
     def __repr__(self) -> str:  # never shows the key
         c = self.config
-        return f"OpenAICaptioner(model={c.model!r}, stream={c.stream!r}, base_url={c.base_url!r})"
+        urls = [public_url(u) for u in c.base_urls]
+        where = f"base_url={urls[0]!r}" if len(urls) == 1 else f"base_urls={urls!r}"
+        return f"OpenAICaptioner(model={c.model!r}, stream={c.stream!r}, {where})"
 
     @property
     def needs_image(self) -> bool:
         return self.config.stream != "text"
 
     def describe(self) -> dict[str, Any]:
-        """Settings for run records (the key's variable name, never the key)."""
-        return {"backend": self.name, **asdict(self.config), "prompt_source": self._template.source}
+        """Settings for run records (the key's variable name, never the key; the servers as
+        ``base_urls``, a ``user:password@`` part masked)."""
+        settings = asdict(self.config)
+        del settings["base_url"]  # the first of base_urls
+        settings["base_urls"] = [public_url(u) for u in self.config.base_urls]
+        return {"backend": self.name, **settings, "prompt_source": self._template.source}
 
     # -- plumbing --------------------------------------------------------------------------
     def _session(self) -> tuple[Any, ThreadPoolExecutor]:
         with self._lock:
             if self._client is None:
-                c = self.config
-                limits = self._httpx.Limits(
-                    max_connections=c.concurrency, max_keepalive_connections=c.concurrency
-                )
+                slots = self._servers.slots
+                limits = self._httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
                 self._client = self._httpx.Client(
-                    timeout=self._httpx.Timeout(c.timeout), limits=limits
+                    timeout=self._httpx.Timeout(self.config.timeout), limits=limits
                 )
-                self._pool = ThreadPoolExecutor(c.concurrency, thread_name_prefix="openai-cap")
+                self._pool = ThreadPoolExecutor(slots, thread_name_prefix="openai-cap")
             return self._client, self._pool  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -199,6 +242,8 @@ class OpenAICaptioner(BatchCaptioner):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+                if len(self._servers.servers) > 1:
+                    logger.info("openai replies per server: %s", self._servers.summary())
 
     def __enter__(self) -> OpenAICaptioner:
         return self
@@ -247,81 +292,87 @@ class OpenAICaptioner(BatchCaptioner):
             delay = max(delay, min(retry_after, c.max_backoff))
         time.sleep(delay)
 
-    def _stop_if_unreachable(self) -> None:
-        if self._unreachable is not None:
-            raise InputError(self._unreachable)
-
-    def _could_not_connect(self, last: str, tries: int) -> None:
-        """Count a request that never connected; stop the run when the server looks down."""
-        c = self.config
-        with self._lock:
-            self._unreachable_run += 1
-            if self._answered and self._unreachable_run < UNREACHABLE_AFTER:
-                return
-            if self._unreachable is None:
-                attempts = f"{tries} attempt{'s' * (tries > 1)}"
-                what = (
-                    f"{self._unreachable_run} requests in a row failed to connect, {attempts} each"
-                    if self._answered
-                    else f"no connection in {attempts}"
+    def _try(self, client: Any, server: Server, body: dict[str, Any]) -> str | _Retry:
+        """One try of a request on ``server``: the caption, a :class:`_Retry` (try again,
+        elsewhere or later), or raises _Failed / a run-stopping error."""
+        c, httpx = self.config, self._httpx
+        try:
+            reply = client.post(server.chat_url, json=body, headers=self._headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return _Retry(f"connection failed ({type(exc).__name__}: {exc})", connected=False)
+        except httpx.TimeoutException:
+            return _Retry(f"timed out after {c.timeout:g} s")
+        except httpx.TransportError as exc:
+            return _Retry(f"connection error ({type(exc).__name__}: {exc})")
+        self._servers.answered(server)
+        status = reply.status_code
+        if status in _FATAL_STATUS:
+            raise InputError(
+                f"{public_url(server.chat_url)}: HTTP {status} ({_FATAL_STATUS[status]}): "
+                + (
+                    f"check the key in ${c.api_key_env}"
+                    if status in (401, 403)
+                    else f"check --base-url and that the server serves model {c.model!r}"
                 )
-                self._unreachable = (
-                    f"{c.base_url}: cannot reach the server ({what}; last: {last}); check "
-                    f"--base-url and that the server is running. Images not captioned yet are "
-                    f"retried by the next run"
-                )
-        self._stop_if_unreachable()
+                + f"; server said: {_short(reply.text)}"
+            )
+        if status in _RETRY_STATUS or status >= 500:
+            retry_after = _retry_after(reply.headers.get("retry-after"))
+            return _Retry(f"HTTP {status}: {_short(reply.text)}", retry_after=retry_after)
+        if status >= 400:
+            raise _Failed(f"HTTP {status}: {_short(reply.text)}")
+        try:
+            return _parse(reply)
+        except _Failed as exc:
+            return _Retry(f"malformed reply ({exc})")
 
     def _post(self, body: dict[str, Any]) -> str:
-        """One caption: the request with retries; raises _Failed or a run-stopping error."""
+        """One caption: tries on the servers, failover, retries; raises _Failed or a
+        run-stopping error."""
         client, _ = self._session()
-        c, httpx = self.config, self._httpx
-        last, retry_after, connected = "", None, False
-        for attempt in range(c.retries + 1):
-            self._stop_if_unreachable()
-            if attempt:
-                self._sleep(attempt, retry_after)
-                retry_after = None
-                self._stop_if_unreachable()
-            try:
-                reply = client.post(c.url, json=body, headers=self._headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                last = f"connection failed ({type(exc).__name__}: {exc})"
-                continue
-            except httpx.TimeoutException:
-                last, connected = f"timed out after {c.timeout:g} s", True
-                continue
-            except httpx.TransportError as exc:
-                last, connected = f"connection error ({type(exc).__name__}: {exc})", True
-                continue
-            with self._lock:
-                self._answered, self._unreachable_run, connected = True, 0, True
-            status = reply.status_code
-            if status in _FATAL_STATUS:
-                raise InputError(
-                    f"{c.url}: HTTP {status} ({_FATAL_STATUS[status]}): "
-                    + (
-                        f"check the key in ${c.api_key_env}"
-                        if status in (401, 403)
-                        else f"check --base-url and that the server serves model {c.model!r}"
-                    )
-                    + f"; server said: {_short(reply.text)}"
+        c, servers = self.config, self._servers
+        tries: dict[Server, int] = {}
+        reached: set[Server] = set()  # the servers this request got a connection to
+        refused: dict[Server, str] = {}  # the last connection error of each other one
+        last, retry_after, where = "", None, ""
+        try:
+            for attempt in range(c.retries + 1):
+                servers.check()
+                if attempt:
+                    self._sleep(attempt, retry_after)
+                    retry_after = None
+                tried: set[Server] = set()  # in this attempt: fail over to the others
+                while (server := servers.acquire(exclude=tried)) is not None:
+                    tried.add(server)
+                    tries[server] = tries.get(server, 0) + 1
+                    try:
+                        outcome = self._try(client, server, body)
+                    except (_Failed, InputError):  # raised on a reply: the server answered
+                        reached.add(server)
+                        raise
+                    finally:
+                        servers.release(server)
+                    if isinstance(outcome, str):
+                        reached.add(server)
+                        return outcome
+                    last, where = outcome.error, server.name
+                    if outcome.connected:
+                        reached.add(server)
+                    else:
+                        refused[server] = outcome.error
+                    if outcome.retry_after is not None:
+                        retry_after = outcome.retry_after
+        finally:
+            for server, n in tries.items():
+                servers.settle(
+                    server, connected=server in reached, last=refused.get(server, ""), tries=n
                 )
-            if status in _RETRY_STATUS or status >= 500:
-                last = f"HTTP {status}: {_short(reply.text)}"
-                retry_after = _retry_after(reply.headers.get("retry-after"))
-                continue
-            if status >= 400:
-                raise _Failed(f"HTTP {status}: {_short(reply.text)}")
-            try:
-                return _parse(reply)
-            except _Failed as exc:
-                last = f"malformed reply ({exc})"
-                continue
-        tries = c.retries + 1
-        if not connected:
-            self._could_not_connect(last, tries)
-        raise _Failed(f"{last} (gave up after {tries} attempt{'s' * (tries > 1)})")
+        servers.check()
+        total = sum(tries.values())
+        attempts = f"{total} attempt{'s' * (total > 1)}"
+        if len(tries) > 1:
+            attempts += f" on {len(tries)} servers, the last on {where}"
+        raise _Failed(f"{last} (gave up after {attempts})")
 
     def _one(self, job: CaptionJob, n: int, seed: int) -> CaptionResult:
         key = job.seed_key

@@ -88,6 +88,7 @@ class CaptionRunResult:
 _BACKEND_OPTIONS: dict[str, Callable[[CaptionRunConfig], dict[str, Any]]] = {
     "openai": lambda c: {
         "base_url": c.base_url,
+        "base_urls": c.base_urls,
         "api_key_env": c.api_key_env,
         "concurrency": c.concurrency,
         "timeout": c.timeout,

@@ -104,8 +104,10 @@ class CaptionRunConfig:
     system_prompt: str | None = None
     temperature: float = 0.0
     max_new_tokens: int = 160
-    # openai back end
+    # openai back end: base_urls, when given, lists the servers (base_url: the one server);
+    # they serve one model alike, so they are not part of a column's identity (run.py)
     base_url: str = "http://127.0.0.1:8000/v1"
+    base_urls: tuple[str, ...] = ()
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 4
     timeout: float = 120.0

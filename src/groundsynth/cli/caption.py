@@ -37,14 +37,22 @@ def caption_cmd(
         None, help="Folder of STREAM.txt prompt templates (default: the built-in ones)."
     ),
     system_prompt: str | None = typer.Option(None, help="System message for model streams."),
-    base_url: str = typer.Option(
-        "http://127.0.0.1:8000/v1", help="openai: the server's base URL (…/v1)."
+    base_url: list[str] = typer.Option(
+        ["http://127.0.0.1:8000/v1"],
+        "--base-url",
+        help="openai: a server's base URL (…/v1); repeat it or give a comma-separated list "
+        "to spread requests over several servers serving the same model (each request goes "
+        "to the least-loaded live one). A request a server fails (no connection, timeout, "
+        "5xx) goes to another; a server that cannot be reached is left out (a warning names "
+        "it) and tried again after a minute; the run stops only when none can be reached.",
     ),
     api_key_env: str = typer.Option(
         "OPENAI_API_KEY", help="openai: environment variable holding the API key."
     ),
     concurrency: int = typer.Option(
-        4, help="openai: requests in flight (at most --batch-size: each batch is awaited)."
+        4,
+        help="openai: requests in flight per server (servers × this in all, at most "
+        "--batch-size: each batch is awaited).",
     ),
     timeout: float = typer.Option(120.0, help="openai: seconds per request."),
     retries: int = typer.Option(4, help="openai: retries of a failed request."),
@@ -64,12 +72,15 @@ def caption_cmd(
     environment only.
 
     Example: `groundsynth caption data/ --stream text=template --stream hybrid=openai:qwen3-vl-8b --base-url http://localhost:8000/v1`
+
+    Several servers: `groundsynth caption data/ --stream hybrid=openai:qwen3-vl-8b --base-url http://node1:8000/v1 --base-url http://node2:8000/v1 --concurrency 8 --batch-size 64`
     """
     import yaml
 
     from groundsynth.caption.run import CaptionRunConfig, StreamSpec, caption_dataset
     from groundsynth.runs import to_plain
 
+    urls = tuple(u for text in base_url for u in _csv(text))
     cfg = CaptionRunConfig(
         dataset=str(dataset),
         streams=tuple(StreamSpec.parse(s) for s in stream),
@@ -78,7 +89,8 @@ def caption_cmd(
         splits=_csv(splits),
         prompt_dir=str(prompt_dir) if prompt_dir else None,
         system_prompt=system_prompt,
-        base_url=base_url,
+        base_url=urls[0] if urls else "",
+        base_urls=urls,
         api_key_env=api_key_env,
         concurrency=concurrency,
         timeout=timeout,
