@@ -10,7 +10,7 @@ from scipy import stats
 from groundsynth.experiment.tables import results_tables
 
 
-def _expected_differences(long: pd.DataFrame) -> pd.DataFrame:
+def _expected_differences(long: pd.DataFrame, metrics=("f1", "iou")) -> pd.DataFrame:
     """grounded - ungrounded per domain and metric, recomputed from the long results: the
     architecture mean per seed, its difference per seed, the mean, t-interval and wins."""
     domains = {"real/test": "in-domain (A test)", "synthetic/target": "cross-region (B)"}
@@ -19,12 +19,14 @@ def _expected_differences(long: pd.DataFrame) -> pd.DataFrame:
     for regime in sorted(r for r in long["regime"].unique() if "synthetic/grounded:" in r):
         other = regime.replace("synthetic/grounded:", "synthetic/ungrounded:")
         for domain in domains.values():
-            for m in ("f1", "iou"):
+            for m in metrics:
                 g = long[long["domain"] == domain]
                 a = g[g["regime"] == regime].groupby("seed")[m].mean()
                 b = g[g["regime"] == other].groupby("seed")[m].mean()
                 d = (a - b).dropna().to_numpy()
                 lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+                if np.ptp(d) == 0:  # no spread: the interval is the point (scipy says nan)
+                    lo = hi = d.mean()
                 rows.append(
                     {"comparison": f"{regime}  −  {other}", "domain": domain, "metric": m,
                      "mean": d.mean(), "ci95_low": lo, "ci95_high": hi, "wins": int((d > 0).sum()),
@@ -33,8 +35,8 @@ def _expected_differences(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def assert_same_differences(got: pd.DataFrame, long: pd.DataFrame) -> None:
-    want = _expected_differences(long)
+def assert_same_differences(got: pd.DataFrame, long: pd.DataFrame, metrics=("f1", "iou")) -> None:
+    want = _expected_differences(long, metrics)
     key = ["comparison", "domain", "metric"]
     got = got.sort_values(key).reset_index(drop=True)
     want = want.sort_values(key).reset_index(drop=True)

@@ -32,7 +32,7 @@ def experiment(tmp_path_factory):
     b = _region(tmp, "B", 1, "arid")
     cfg = TransferConfig(
         source=str(a), target=str(b), out=str(tmp / "exp"), budgets=(0.5,), seeds=(0, 1),
-        preset="tiny", min_label_fidelity=0.0, progress=False,
+        preset="tiny", min_label_fidelity=0.0, progress=False, tasks=("segmentation", "retrieval"),
     )  # fmt: skip
     return run_transfer(cfg), tmp / "exp"
 
@@ -71,6 +71,52 @@ def test_table_has_every_regime_domain_and_ci_column(experiment):
     doc = json.loads((out / "experiment.json").read_text())
     assert doc["synthetic_sizes"]["grounded"] > 0
     assert doc["grounding_filter"] == {"threshold": 0.0, "rule": "given"}
+
+
+def test_retrieval_task_compares_grounded_and_ungrounded_captioned_sets(experiment):
+    result, out = experiment
+    block = result["tasks"]["retrieval"]
+    assert block["caption_sources"] == {
+        "real": "template", "target": "template", "grounded": "template", "ungrounded": "template"
+    }  # fmt: skip
+    # the grounded set's captions describe the maps it was painted from
+    import numpy as np
+
+    from groundsynth.benchmark.data import parse_regime
+    from groundsynth.classes import CLASS_NAMES
+    from groundsynth.data.masks import read_mask
+
+    table = pd.read_csv(out / "pool" / "captions" / "grounded.csv")
+    masks = out / "pool" / "grounded" / "masks"
+    assert len(table) == sum(1 for _ in masks.iterdir())
+    for _, row in table.head(3).iterrows():
+        mask = read_mask(masks / row["filename"])
+        share = (
+            100
+            * np.bincount(mask.ravel(), minlength=len(CLASS_NAMES))[: len(CLASS_NAMES)]
+            / mask.size
+        )
+        assert np.abs(row[list(CLASS_NAMES)].to_numpy(float) - share).max() <= 1.0
+    long = pd.read_csv(out / "retrieval_results_long.csv")
+    runs = out / "retrieval" / "runs"
+    for _, row in long.iterrows():
+        slug = parse_regime(row["regime"]).slug
+        metrics = json.loads((runs / slug / f"seed{row['seed']}" / "metrics.json").read_text())
+        assert row["mean_recall"] == pytest.approx(metrics["test"][row["test_set"]]["mean_recall"])
+    assert set(long["test_set"]) == {"real/test", "synthetic/target"}
+    assert set(long["regime"]) == {
+        "real", "real,synthetic/ungrounded:0.5", "real,synthetic/grounded:0.5",
+        "synthetic/grounded:0.5", "synthetic/ungrounded:0.5",
+    }  # fmt: skip
+    diffs = pd.read_csv(out / "retrieval_differences.csv")
+    assert set(diffs["metric"]) == {"mean_recall", "i2t_r10", "t2i_r10"}
+    assert_same_differences(diffs, long, ("mean_recall", "i2t_r10", "t2i_r10"))
+    summary = pd.read_csv(out / "retrieval_results.csv")
+    real_a = summary[(summary["regime"] == "real") & (summary["domain"] == "in-domain (A test)")]
+    want = long[(long["regime"] == "real") & (long["test_set"] == "real/test")][
+        "mean_recall"
+    ].mean()
+    assert real_a["mean_recall_mean"].iloc[0] == pytest.approx(want)
 
 
 def test_rerun_resumes_without_training_again(experiment, caplog, monkeypatch):

@@ -183,11 +183,11 @@ class PairSource:
             found = reader.captions_path(split)
             if found is None:
                 continue
-            path = found[0]
+            path, shared = found  # shared: one table of every split, filtered on its column
             on_disk = set(reader.ids(split))
             caps: dict[str, list[str]] = {}
             for rec in read_captions(path, format="table", streams=self.streams):
-                if rec.split not in (None, split) or not rec.text:
+                if (shared and rec.split != split) or not rec.text:
                     continue
                 caps.setdefault(filename_to_id(rec.image_id), []).append(rec.text)
             absent = [k for k in caps if k not in on_disk]

@@ -122,6 +122,15 @@ def transfer_cmd(
         "auto", help="Device for generation and evaluation: auto, cpu, cuda[:N]."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    tasks: str = typer.Option(
+        "segmentation",
+        help="Downstream tasks, comma-separated: segmentation (always) and retrieval (image–text "
+        "retrieval with a CLIP-style dual encoder; every set is captioned from its maps or "
+        "pseudo-labels by the template captioner unless it has captions).",
+    ),
+    retrieval_pretrained: str | None = typer.Option(
+        None, help="Retrieval: dual encoder weights to start from (default: the preset's, random)."
+    ),
 ) -> None:
     """Does grounded augmentation beat ungrounded augmentation, in-domain and across regions?
 
@@ -149,6 +158,8 @@ def transfer_cmd(
         family=family, guidance=guidance, synthetic_only=synthetic_only,  # type: ignore[arg-type]
         max_epochs=max_epochs, generator_steps=generator_steps, diffusion_steps=diffusion_steps,
         device=device, progress=progress,
+        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+        retrieval_pretrained=retrieval_pretrained,
     )  # fmt: skip
     result = run_transfer(cfg)
     t = Table(title="macro F1 % (mean over seeds [95 % CI])", show_edge=False)
@@ -160,6 +171,17 @@ def transfer_cmd(
     for d in result["differences"]:
         if d["metric"] == "f1":
             console.print(f"{d['domain']}: {d['comparison']}: {format_difference(d, 'F1 points')}")
+    retrieval = (result.get("tasks") or {}).get("retrieval")
+    if retrieval:
+        for d in retrieval["differences"]:
+            if d["metric"] == "mean_recall":
+                line = format_difference(d, "mR points", scale=1.0)
+                console.print(f"retrieval, {d['domain']}: {d['comparison']}: {line}")
+        if not retrieval["learning"]["passed"]:
+            console.print(
+                "[bold yellow]retrieval runs that did not beat chance and their untrained "
+                "model[/]: " + "; ".join(retrieval["learning"]["not_learned"])
+            )
     learning = result.get("learning") or {}
     if learning and not learning.get("passed"):
         console.print(

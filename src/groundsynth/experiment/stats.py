@@ -115,10 +115,11 @@ def paired_difference(
     }
 
 
-def format_difference(d: Mapping[str, object], what: str = "points") -> str:
-    """One line for a :func:`paired_difference` of fractions, in percentage points:
+def format_difference(d: Mapping[str, object], what: str = "points", scale: float = 100.0) -> str:
+    """One line for a :func:`paired_difference` of fractions (``scale`` 100; of percentages:
+    1), in percentage points:
     ``+4.75 points [95 % CI -1.74, +11.25 (t)], better in 2 of 2 seeds, sign-flip p = 0.50``."""
-    mean, lo, hi = (100 * float(d[k]) for k in ("mean", "ci95_low", "ci95_high"))  # type: ignore[arg-type]
+    mean, lo, hi = (scale * float(d[k]) for k in ("mean", "ci95_low", "ci95_high"))  # type: ignore[arg-type]
     if mean != mean:
         return "n/a (no paired seeds)"
     ci = f" [95 % CI {lo:+.2f}, {hi:+.2f} ({d['ci_method']})]" if lo == lo else " [no CI: one seed]"

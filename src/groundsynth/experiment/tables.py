@@ -18,11 +18,14 @@ __all__ = ["DOMAINS", "results_tables"]
 DOMAINS = {"real/test": "in-domain (A test)", "synthetic/target": "cross-region (B)"}
 
 
-def results_tables(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def results_tables(
+    rows: list[dict[str, Any]], metrics: tuple[str, ...] = ("f1", "iou")
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Long results -> (summary per regime x domain, grounded - ungrounded differences).
 
-    ``rows`` hold ``regime``, ``seed``, ``test_set``, ``f1`` and ``iou`` (one per architecture,
-    regime, seed and test set). Each seed's score is the mean over architectures; the summary
+    ``rows`` hold ``regime``, ``seed``, ``test_set`` and the ``metrics`` (segmentation: ``f1``
+    and ``iou``, one row per architecture, regime, seed and test set; retrieval:
+    ``mean_recall`` ...). Each seed's score is the mean over architectures; the summary
     gives mean, std and 95 % CI over seeds, and each grounded regime is compared with the
     ungrounded regime of the same budget, paired by seed (grounded minus ungrounded).
     """
@@ -32,9 +35,9 @@ def results_tables(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[dict[
     df["domain"] = df["test_set"].map(lambda t: DOMAINS.get(t, t))
     summary = []
     for (regime, domain), g in df.groupby(["regime", "domain"], sort=False):
-        per_seed = g.groupby("seed")[["f1", "iou"]].mean()  # mean over architectures
+        per_seed = g.groupby("seed")[list(metrics)].mean()  # mean over architectures
         row: dict[str, Any] = {"regime": regime, "domain": domain, "n_seeds": len(per_seed)}
-        for m in ("f1", "iou"):
+        for m in metrics:
             mean, std, lo, hi = mean_std_ci(per_seed[m].tolist())
             row.update(
                 {f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95_low": lo, f"{m}_ci95_high": hi}
@@ -48,7 +51,7 @@ def results_tables(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[dict[
             other = regime.replace("synthetic/grounded:", "synthetic/ungrounded:")
             a = g[g["regime"] == regime].groupby("seed")
             b = g[g["regime"] == other].groupby("seed")
-            for m in ("f1", "iou"):
+            for m in metrics:
                 res = paired_difference(a[m].mean().to_dict(), b[m].mean().to_dict(), seed=0)
                 diffs.append(
                     {"comparison": f"{regime}  −  {other}", "domain": domain, "metric": m, **res}

@@ -63,7 +63,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gan": ("conditional", "diffusion"),
 }
 
-#: How the benchmark's test-set names read in the experiment's tables.
+#: Downstream tasks the experiment can compare grounded and ungrounded data on.
+TASKS: tuple[str, ...] = ("segmentation", "retrieval")
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,17 @@ class TransferConfig:
     workers: int = 0
     device: str = "auto"
     progress: bool = True
+    tasks: tuple[str, ...] = ("segmentation",)
+    retrieval_pretrained: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or "segmentation" not in self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise InputError(
+                f"tasks must name each of {', '.join(TASKS)} at most once and include "
+                f"segmentation (its segmenter grounds the synthetic sets), got {list(self.tasks)}"
+            )
         if self.family not in FAMILIES:
             raise InputError(f"unknown family {self.family!r}; valid: {', '.join(FAMILIES)}")
         if not 0 <= self.map_dropout < 1 or self.guidance < 0:
@@ -364,6 +373,8 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
                 f"too few synthetic samples for budget {max(config.budgets):g} ({need} needed): {short}; "
                 "lower --min-label-fidelity or raise --oversample"
             )
+        if "retrieval" in config.tasks:
+            captions = _caption_sets(exp, grounded, ungrounded)
         fidelity = {
             "grounded": exp.fidelity("grounded", grounded, segmenter),
             "ungrounded": exp.fidelity("ungrounded", ungrounded, segmenter),
@@ -413,6 +424,22 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
                 "(about 77 % accurate), not with the ground",
             ],
         }
+        if "retrieval" in config.tasks:
+            log.info("retrieval benchmark (captions: %s)", captions)
+            from groundsynth.experiment.multimodal import run_retrieval_task
+
+            settings = dict(exp.preset["retrieval"])
+            if config.retrieval_pretrained:
+                settings["pretrained"] = config.retrieval_pretrained
+            result["tasks"] = {
+                "retrieval": run_retrieval_task(
+                    out=out, source=exp.source, pool=exp.pool,
+                    regimes=tuple(_regimes(config.budgets, config.synthetic_only)),
+                    seeds=config.seeds, settings=settings, workers=config.workers,
+                    progress=config.progress,
+                )
+            }  # fmt: skip
+            result["tasks"]["retrieval"]["caption_sources"] = captions
         write_json(out / "experiment.json", result)
         write_text(out / "notes.txt", " ".join(result["notes"]) + "\n")
         run.finish(
@@ -424,6 +451,19 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
         run.close()
         raise
     return result
+
+
+def _caption_sets(exp: _Experiment, grounded: Path, ungrounded: Path) -> dict[str, str]:
+    """Captions for every set of the retrieval task, linked into the pool (see .multimodal)."""
+    from groundsynth.experiment.multimodal import ensure_captions, link_pool_captions
+
+    seed = exp.cfg.seeds[0]
+    made = {"real": ensure_captions(exp.source, seed), "target": ensure_captions(exp.target, seed)}
+    link_pool_captions(exp.pool, "target", exp.target, exp.cfg.target_split)
+    for name, dataset in (("grounded", grounded), ("ungrounded", ungrounded)):
+        made[name] = ensure_captions(dataset, seed)
+        link_pool_captions(exp.pool, name, dataset, _only_split(dataset).name)
+    return made
 
 
 def _fidelity_brief(summary: dict[str, Any]) -> dict[str, Any]:

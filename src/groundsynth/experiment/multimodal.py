@@ -1,0 +1,120 @@
+"""The transfer experiment's multimodal task: image–text retrieval (``tasks`` ∋ ``retrieval``).
+
+Captions: every image that takes part gets the built-in template captioner's captions
+(5 per image, from its land-cover map) unless its dataset already has captions tables —
+real A and B from their WorldCover maps, the grounded synthetic set from the maps it was
+generated from, the ungrounded set from the segmenter's pseudo-labels (unchecked, like its
+segmentation masks). So the grounded arm's captions tell the truth about its map by
+construction, and the ungrounded arm's are as true as the pseudo-labels.
+
+The experiment's pool (``out/pool``) gets ``captions/<name>.csv`` links to each set's table,
+and :func:`groundsynth.benchmark.retrieval_bench.run_retrieval_benchmark` trains a dual
+encoder per (regime, seed) — the segmentation benchmark's regimes — validated on A's val
+pairs and tested on A's test pairs (in-domain) and B's (cross-region). The tables are the
+segmentation ones' (:func:`~groundsynth.experiment.tables.results_tables`) on ``mean_recall``
+(mR, percent) and R@10 in both directions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from groundsynth.data.reader import open_dataset
+from groundsynth.experiment.tables import results_tables
+
+__all__ = ["RETRIEVAL_METRICS", "ensure_captions", "link_pool_captions", "run_retrieval_task"]
+
+log = logging.getLogger(__name__)
+
+#: Scores compared between regimes (percent).
+RETRIEVAL_METRICS = ("mean_recall", "i2t_r10", "t2i_r10")
+CAPTIONS_PER_IMAGE = 5
+
+
+def ensure_captions(dataset: Path, seed: int) -> str:
+    """Caption ``dataset`` with the template captioner unless every split has captions;
+    return ``"existing"`` or ``"template"`` (what its captions are)."""
+    from groundsynth.caption.run import caption_dataset
+    from groundsynth.caption.spec import CaptionRunConfig, StreamSpec
+
+    reader = open_dataset(dataset)
+    splits = [s for s in reader.splits() if reader.len(s)]
+    if splits and all(reader.captions_path(s) is not None for s in splits):
+        journal = (dataset / "captions" / ".journal").is_dir()
+        return "template" if journal else "existing"
+    log.info(
+        "%s: captioning with the template captioner (%d per image)", dataset, CAPTIONS_PER_IMAGE
+    )
+    caption_dataset(
+        CaptionRunConfig(
+            dataset=str(dataset), streams=(StreamSpec("text", "template"),), n=CAPTIONS_PER_IMAGE,
+            seed=seed,
+        )
+    )  # fmt: skip
+    return "template"
+
+
+def link_pool_captions(pool: Path, name: str, dataset: Path, split: str) -> None:
+    """Link ``pool/captions/<name>.csv`` to ``dataset``'s captions table of ``split``."""
+    found = open_dataset(dataset).captions_path(split)
+    if found is None:
+        raise FileNotFoundError(f"{dataset}: no captions table for split {split!r}")
+    dst = pool / "captions" / f"{name}.csv"
+    src = found[0].resolve()
+    if dst.is_symlink() and Path(os.readlink(dst)) == src:
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink():
+        dst.unlink()
+    os.symlink(src, dst)
+
+
+def run_retrieval_task(
+    *, out: Path, source: Path, pool: Path, regimes: tuple[str, ...], seeds: tuple[int, ...],
+    settings: dict[str, Any], workers: int, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Run (or resume) the retrieval benchmark of the experiment; write
+    ``retrieval_results.csv``, ``retrieval_results_long.csv`` and
+    ``retrieval_differences.csv`` into ``out``; return the task's block of ``experiment.json``."""
+    from groundsynth.benchmark.retrieval_bench import (
+        RetrievalBenchConfig,
+        run_retrieval_benchmark,
+    )
+
+    bench = run_retrieval_benchmark(
+        RetrievalBenchConfig(
+            out=str(out / "retrieval"), real=str(source), synthetic=str(pool), train=regimes,
+            val="real", test="real/test,synthetic/target", seeds=seeds, workers=workers,
+            progress=progress, accelerator=settings.get("accelerator", "auto"),
+            **{k: v for k, v in settings.items() if k != "accelerator"},
+        )
+    )  # fmt: skip
+    summary, diffs = results_tables(bench.rows, metrics=RETRIEVAL_METRICS)
+    pd.DataFrame(bench.rows).to_csv(out / "retrieval_results_long.csv", index=False)
+    summary.to_csv(out / "retrieval_results.csv", index=False)
+    pd.DataFrame(diffs).to_csv(out / "retrieval_differences.csv", index=False)
+    not_learned = sorted(
+        {
+            f"{r['regime']}/seed{r['seed']} on {r['test_set']}"
+            for r in bench.rows
+            if not r["learned"]
+        }
+    )
+    chance = {r["test_set"]: r["chance_mean_recall"] for r in bench.rows}
+    return {
+        "metrics": list(RETRIEVAL_METRICS),
+        "table": summary.to_dict(orient="records"),
+        "differences": diffs,
+        "chance_mean_recall": chance,
+        "learning": {"passed": not not_learned, "not_learned": not_learned},
+        "captions": {
+            "real": "WorldCover maps (template captioner)",
+            "grounded": "the maps the images were generated from (template captioner)",
+            "ungrounded": "the segmenter's pseudo-labels, unchecked (template captioner)",
+        },
+    }
