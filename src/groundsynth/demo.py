@@ -7,7 +7,8 @@
    map-conditioned diffusion U-Net (grounded, filtered by label fidelity), the same U-Net
    without the map (ungrounded, pseudo-labelled), synthetic-data evaluation, a segmentation
    benchmark (real, real + grounded, real + ungrounded) with three seeds, scored in-domain and
-   across regions, and the learning checks of every model against its floor;
+   across regions, the same regimes for image–text retrieval (a tiny CLIP trained on the
+   sets' template captions), and the learning checks of every model against its floor;
 5. one HTML report of all of it.
 
 Each step writes its own run directory under ``out`` and is skipped or resumed on a rerun.
@@ -46,6 +47,7 @@ class DemoConfig:
     seeds: int = 3
     #: regimes trained on synthetic data alone (two more per seed) -- off to stay in budget
     synthetic_only: bool = False
+    tasks: tuple[str, ...] = ("segmentation", "retrieval")
     min_label_fidelity: float | None = None  # default: relative to the segmenter (experiment)
     progress: bool = True
 
@@ -142,7 +144,7 @@ def run_demo(
                 source=str(a), target=str(b), out=str(exp_dir), budgets=(1.0,),
                 seeds=tuple(range(config.seeds)), preset=config.preset, progress=config.progress,
                 min_label_fidelity=config.min_label_fidelity, family=config.family,
-                synthetic_only=config.synthetic_only,
+                synthetic_only=config.synthetic_only, tasks=config.tasks,
             )
         )  # fmt: skip
         runs += [a, b, exp_dir]  # the regions' datasets, then the experiment and its evaluations

@@ -93,6 +93,7 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert (out / "dataset" / "metadata.parquet").exists()
     assert "no problems" in res.output and "template captions" in res.output
     assert "cross-region (B)" in res.output and "sign-flip p" in res.output
+    assert "retrieval, cross-region (B): " in res.output and "mR points" in res.output
     page = (out / "report.html").read_text()
     for section in (
         "Dataset: dataset",
@@ -101,6 +102,7 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
         "Grounded − ungrounded (paired by seed)",
         "The synthetic sets",
         "Synthetic data:",
+        "Image–text retrieval (CLIP-style dual encoder)",
     ):
         assert section in page
     assert "WorldCover" in page and "<script" not in page.lower()

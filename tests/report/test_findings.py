@@ -110,3 +110,55 @@ def test_panel_without_an_experiment(tmp_path):
     assert "No experiment among these run directories answers it" in panel
     assert "1 of 3 test patches touch a training patch" in panel
     assert "no captions in this dataset" in page
+
+
+def _retrieval_block(passed: bool) -> dict:
+    pair = "real,synthetic/grounded:1.0  −  real,synthetic/ungrounded:1.0"
+    diffs = [
+        {**_d(6.0, 2.0, 10.0, wins=3, p=0.25), "comparison": pair, "domain": d, "metric": m}
+        for d in ("in-domain (A test)", "cross-region (B)") for m in ("mean_recall", "t2i_r10")
+    ]  # fmt: skip
+    table = [
+        {"regime": r, "domain": d, "n_seeds": 3,
+         **{f"{m}_{k}": v for m in ("mean_recall", "i2t_r10", "t2i_r10")
+            for k, v in (("mean", 41.25), ("ci95_low", 38.5), ("ci95_high", 44.0))}}
+        for r in ("real", pair.split("  ")[0]) for d in ("in-domain (A test)", "cross-region (B)")
+    ]  # fmt: skip
+    return {
+        "metrics": ["mean_recall", "i2t_r10", "t2i_r10"], "table": table, "differences": diffs,
+        "chance_mean_recall": {"real/test": 17.3, "synthetic/target": 15.9},
+        "learning": {"passed": passed, "not_learned": [] if passed else ["real/seed1 on real/test"]},
+        "captions": {"real": "maps", "grounded": "maps", "ungrounded": "pseudo-labels"},
+    }  # fmt: skip
+
+
+def test_retrieval_answers_checks_and_section(tmp_path):
+    import json
+
+    a = fake_dataset(tmp_path / "A", 50)
+    b = fake_dataset(tmp_path / "B", 50)
+    for passed in (True, False):
+        exp = fake_experiment(tmp_path / f"exp{passed}", a, b, learned=True, synthetic_n=20)
+        doc = json.loads((exp / "experiment.json").read_text())
+        doc["tasks"] = {"retrieval": _retrieval_block(passed)}
+        (exp / "experiment.json").write_text(json.dumps(doc))
+        (e,) = collect_findings([exp], ["experiment"]).experiments
+        answers = [x for x in e.answers if x.task.startswith("image–text retrieval")]
+        assert [x.domain for x in answers] == ["in-domain (A test)", "cross-region (B)"]
+        sentence = (
+            "Grounded augmentation is better by 6.00 mR points (95 % CI [+2.00, +10.00]), won 3 "
+            "of 3 seeds, sign-flip p = 0.25."
+        )
+        check = {c.title: c for c in e.checks}["Learning: retrieval dual encoders"]
+        if passed:
+            assert answers[0].sentence == sentence and check.mark == "pass"
+            assert "real/test 17.3" in check.text
+        else:
+            assert answers[0].sentence.startswith("Withheld") and answers[0].sentence.endswith(
+                sentence
+            )
+            assert check.mark == "warn" and "real/seed1 on real/test" in check.text
+        html = make_report([exp], tmp_path / f"r{passed}.html").read_text()
+        assert "Image–text retrieval (CLIP-style dual encoder)" in html
+        assert "41.2 [38.5, 44.0]" in html and "+6.00 [+2.00, +10.00]" in html
+        assert ("did not beat chance and their untrained model" in html) is not passed

@@ -128,9 +128,12 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def answer_sentence(d: dict[str, Any], what: str = "macro-F1 points") -> str:
-    """One plain sentence for a grounded − ungrounded paired difference."""
-    mean, lo, hi = (float(d.get(k, math.nan)) for k in ("mean", "ci95_low", "ci95_high"))
+def answer_sentence(d: dict[str, Any], what: str = "macro-F1 points", scale: float = 100.0) -> str:
+    """One plain sentence for a grounded − ungrounded paired difference of fractions
+    (``scale`` 100) or of percentages (``scale`` 1)."""
+    mean, lo, hi = (
+        float(d.get(k, math.nan)) * scale / 100 for k in ("mean", "ci95_low", "ci95_high")
+    )
     n, wins = int(d.get("n", 0)), int(d.get("wins", 0))
     p = d.get("p_sign_flip")
     tail = f", sign-flip p = {float(p):.2f}" if p is not None else ""
@@ -383,6 +386,38 @@ def _next_steps(
     return steps
 
 
+def _retrieval_answers(block: dict[str, Any]) -> list[Answer]:
+    """Answers of the retrieval task (mean recall, percent); withheld when a run did not learn."""
+    withheld = not (block.get("learning") or {}).get("passed", True)
+    out = []
+    for d in block.get("differences") or []:
+        if d.get("metric") != "mean_recall":
+            continue
+        sentence = answer_sentence(d, "mR points", scale=1.0)
+        if withheld:
+            sentence = (
+                "Withheld (a retrieval run did not beat its floor); numbers only: " + sentence
+            )
+        task = "image–text retrieval, " + task_name(str(d.get("comparison", "")))
+        out.append(Answer(task, str(d.get("domain", "")), sentence))
+    return out
+
+
+def _retrieval_check(block: dict[str, Any]) -> Check:
+    learning = block.get("learning") or {}
+    chance = block.get("chance_mean_recall") or {}
+    floors = ", ".join(f"{k} {v:.1f}" for k, v in chance.items())
+    if learning.get("passed", False):
+        return Check("pass", "Learning: retrieval dual encoders",
+                     f"every run beat chance (mR {floors}) and its untrained model.")  # fmt: skip
+    missed = learning.get("not_learned") or []
+    return Check(
+        "warn", "Learning: retrieval dual encoders",
+        f"{len(missed)} run(s) did not beat chance (mR {floors}) and their untrained model: "
+        + "; ".join(missed[:6]) + ("; …" if len(missed) > 6 else "") + ".",
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- collect
 def _experiment(path: Path) -> tuple[ExperimentFindings, list[Path]]:
     res = json.loads((path / "experiment.json").read_text())
@@ -396,6 +431,10 @@ def _experiment(path: Path) -> tuple[ExperimentFindings, list[Path]]:
     learning = res.get("learning") or {}
     failed = [c.get("model", "?") for c in learning.get("checks") or [] if not c.get("passed")]
     checks = _learning_checks(learning)
+    retrieval = (res.get("tasks") or {}).get("retrieval")
+    if retrieval:
+        answers += _retrieval_answers(retrieval)
+        checks.append(_retrieval_check(retrieval))
     source = Path(res["source"]) if res.get("source") else None
     leaky = None
     if source is not None:

@@ -71,14 +71,18 @@ def composition_boxes(fractions: Mapping[str, np.ndarray], title: str = "") -> A
     return fig
 
 
-def difference_bars(diffs: Sequence[Mapping[str, Any]], metric: str = "f1") -> Any:
-    """Horizontal bars of paired differences (in points) with their CIs, one per comparison."""
+def difference_bars(
+    diffs: Sequence[Mapping[str, Any]], metric: str = "f1", scale: float = 100.0,
+    label: str | None = None,
+) -> Any:  # fmt: skip
+    """Horizontal bars of paired differences (in points: fractions times ``scale``) with their
+    CIs, one per comparison."""
     plt = _plt()
     rows = [d for d in diffs if d["metric"] == metric]
     labels = [f"{d['comparison'].split('  ')[0]}\n{d['domain']}" for d in rows]
-    mean = np.array([100 * d["mean"] for d in rows], dtype=float)
-    lo = np.array([100 * d["ci95_low"] for d in rows], dtype=float)
-    hi = np.array([100 * d["ci95_high"] for d in rows], dtype=float)
+    mean = np.array([scale * d["mean"] for d in rows], dtype=float)
+    lo = np.array([scale * d["ci95_low"] for d in rows], dtype=float)
+    hi = np.array([scale * d["ci95_high"] for d in rows], dtype=float)
     err = np.vstack([np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)])
     fig, ax = plt.subplots(figsize=(8, 0.6 + 0.55 * max(len(rows), 1)))
     colours = ["#2e7d32" if m > 0 else "#c62828" for m in mean]
@@ -86,5 +90,5 @@ def difference_bars(diffs: Sequence[Mapping[str, Any]], metric: str = "f1") -> A
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"grounded − ungrounded, macro {metric.upper()} (points)")
+    ax.set_xlabel(label or f"grounded − ungrounded, macro {metric.upper()} (points)")
     return fig
