@@ -228,12 +228,18 @@ class ImageCaptioner:
 
 def _tiny_model(spec: CaptionerSpec, tokenizer: Any) -> Any:
     tf = lazy_import("transformers")
-    ids = {k: tokenizer.convert_tokens_to_ids(t) for k, t in zip(("pad", "bos", "eos"), SPECIAL_TOKENS)}
+    ids = {
+        k: tokenizer.convert_tokens_to_ids(t) for k, t in zip(("pad", "bos", "eos"), SPECIAL_TOKENS)
+    }
     encoder = tf.ViTConfig(**{**TINY_ENCODER, "image_size": spec.image_size or 64})
     decoder = tf.GPT2Config(**TINY_DECODER, vocab_size=len(tokenizer), bos_token_id=ids["bos"],
                             eos_token_id=ids["eos"], pad_token_id=ids["pad"])  # fmt: skip
     cfg = tf.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = ids["bos"], ids["pad"], ids["eos"]
+    cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = (
+        ids["bos"],
+        ids["pad"],
+        ids["eos"],
+    )
     return tf.VisionEncoderDecoderModel(config=cfg)
 
 
@@ -274,7 +280,9 @@ def _load_checkpoint(spec: CaptionerSpec) -> ImageCaptioner:
         model = tf.VisionEncoderDecoderModel.from_pretrained(path, local_files_only=True)
         tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise InputError(f"{path}: cannot load the captioner ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"{path}: cannot load the captioner ({type(exc).__name__}: {exc})"
+        ) from None
     finally:
         if bars:
             tf.utils.logging.enable_progress_bar()

@@ -12,6 +12,7 @@ import typer
 from groundsynth import __version__
 from groundsynth.cli import (
     acquire,
+    benchmark_captioning,
     benchmark_retrieval,
     caption,
     data,
@@ -61,6 +62,7 @@ for _module in (
     generate,
     evaluate,
     benchmark_retrieval,
+    benchmark_captioning,
     synthetic,
     experiment,
 ):

@@ -1,0 +1,303 @@
+"""Training, decoding and scoring an image captioner on image–caption pairs (Lightning).
+
+Training: every epoch shows each training image once with one of its captions drawn at random
+(torch's generator, so it follows the run's seed); the loss is the teacher-forced token
+cross-entropy of that caption (padding ignored, :meth:`ImageCaptioner.loss`). Optimiser:
+AdamW (no decay on gains and biases) with a linear warm-up over the first ``warmup`` of the
+steps, then cosine decay to zero.
+
+Validation (every ``val_every`` epochs and at the last step): CIDEr-D of the greedy captions
+of the validation images against their captions (the COCO toolkit's, via
+:func:`~groundsynth.evaluate.captioning.score_corpus`: PTB tokenisation runs in Java, about a
+quarter of a second per round). CIDEr rather than BLEU-4 because it is the metric captioning
+papers select on and it rewards the image-specific words (the classes) over the template
+words every caption shares; the Java it needs is needed for testing anyway. The module keeps
+the weights of the best round in memory (:attr:`CaptionerModule.best_state`; the first of
+equal scores), which are the ones tested. Every process decodes the whole validation set.
+
+:func:`caption_pairs` decodes a pair set's images in batches; :func:`score_captions` scores
+streamed captions with the COCO metrics and, where the images' class shares are known, with
+caption ↔ map consistency (:mod:`groundsynth.evaluate.caption_consistency`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from groundsynth._optional import lazy_import
+from groundsynth.benchmark.captioner import ImageCaptioner
+from groundsynth.benchmark.pairs import PairSet
+from groundsynth.data.reader import read_rgb
+from groundsynth.evaluate.captioning import CaptioningScorer, score_corpus
+
+torch = lazy_import("torch")
+L = lazy_import("lightning.pytorch")
+
+__all__ = [
+    "MONITOR",
+    "CaptionImages",
+    "CaptionerModule",
+    "CaptioningOptim",
+    "Consistency",
+    "caption_pairs",
+    "reference_consistency",
+    "references",
+    "score_captions",
+]
+
+#: Logged value that early stopping and the kept weights follow.
+MONITOR = "val/cider"
+
+Compositions = Mapping[str, Sequence[float]]
+
+
+@dataclass(frozen=True)
+class CaptioningOptim:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+
+
+class CaptionImages(torch.utils.data.Dataset):
+    """The images of pair sets. ``train``: ``(pixels, caption)`` with a random caption of
+    the image; else ``(image index, pixels)``."""
+
+    def __init__(self, sets: Sequence[PairSet], captioner: ImageCaptioner, train: bool) -> None:
+        self.set = PairSet.concat(list(sets)) if len(sets) != 1 else sets[0]
+        self.captioner = captioner
+        self.train = train
+        self.captions = self.set.captions_of() if train else None
+
+    def __len__(self) -> int:
+        return self.set.n_images
+
+    def __getitem__(self, i: int) -> Any:
+        pixels = self.captioner.preprocess(read_rgb(self.set.image_paths[i])[None])[0]
+        if not self.train:
+            return i, pixels
+        caps = self.captions[i]
+        j = int(caps[int(torch.randint(len(caps), ()))])
+        return pixels, self.set.text(j)
+
+
+def _train_collate(captioner: ImageCaptioner) -> Callable[[list[tuple[Any, str]]], tuple]:
+    def collate(batch: list[tuple[Any, str]]) -> tuple[Any, Any, Any, Any]:
+        inputs, labels, mask = captioner.encode_targets([b[1] for b in batch])
+        return torch.stack([b[0] for b in batch]), inputs, labels, mask
+
+    return collate
+
+
+def train_loader(
+    dataset: CaptionImages, batch_size: int, workers: int, seed: int, world: int, rank: int
+) -> Any:
+    """Shuffled (seeded) training loader; a seeded DistributedSampler when ``world > 1``."""
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": workers,
+                              "persistent_workers": workers > 0, "drop_last": len(dataset) > batch_size,
+                              "collate_fn": _train_collate(dataset.captioner)}  # fmt: skip
+    if world > 1:
+        kwargs["sampler"] = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
+        )
+    else:
+        kwargs["shuffle"] = True
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, **kwargs)
+
+
+def eval_loader(
+    pairs: PairSet, captioner: ImageCaptioner, batch_size: int, workers: int = 0
+) -> Any:
+    return torch.utils.data.DataLoader(
+        CaptionImages([pairs], captioner, train=False), batch_size=batch_size,
+        num_workers=workers, shuffle=False,
+    )  # fmt: skip
+
+
+def caption_pairs(
+    captioner: ImageCaptioner,
+    pairs: PairSet,
+    *,
+    batch_size: int = 64,
+    num_beams: int = 1,
+    max_new_tokens: int = 40,
+    device: str = "cpu",
+    workers: int = 0,
+) -> Iterator[tuple[int, str]]:
+    """``(image index, caption)`` of every image of ``pairs``, in order, a batch at a time
+    (eval mode)."""
+    captioner.model.eval()
+    for index, pixels in eval_loader(pairs, captioner, batch_size, workers):
+        texts = captioner.generate(pixels.to(device), num_beams, max_new_tokens)
+        yield from zip((int(i) for i in index), texts, strict=True)
+
+
+def references(pairs: PairSet) -> list[list[str]]:
+    """Per image of ``pairs``, its captions."""
+    return [[pairs.text(j) for j in caps] for caps in pairs.captions_of()]
+
+
+class Consistency:
+    """Streaming caption ↔ map consistency of captions whose image has class shares in
+    ``compositions`` (image id -> 7 shares); others are counted in :attr:`unscored`."""
+
+    def __init__(self, compositions: Compositions) -> None:
+        from groundsynth.evaluate.caption_consistency import ConsistencyAccumulator
+        from groundsynth.evaluate.caption_lexicon import load_lexicon
+
+        self.compositions = compositions
+        self._lexicon = load_lexicon()
+        self._acc = ConsistencyAccumulator()
+        self.scored = 0
+        self.unscored = 0
+
+    def add(self, image_id: str, text: str) -> None:
+        from groundsynth.evaluate.caption_consistency import score_caption
+
+        comp = self.compositions.get(image_id)
+        if comp is None:
+            self.unscored += 1
+            return
+        self._acc.update(
+            "captions", score_caption(self._lexicon.parse(text), comp, self._acc.settings)
+        )
+        self.scored += 1
+
+    def summary(self) -> dict[str, Any] | None:
+        """The pooled summary (rates in 0..1; see ``ConsistencyAccumulator``), None if no
+        caption was scored."""
+        return self._acc.compute()["pooled"] if self.scored else None
+
+
+def reference_consistency(pairs: PairSet, compositions: Compositions) -> dict[str, Any] | None:
+    """Consistency of every caption of ``pairs`` with its image's map (the ceiling)."""
+    acc = Consistency(compositions)
+    for j in range(len(pairs.texts)):
+        acc.add(pairs.image_ids[int(pairs.image_of_text[j])], pairs.text(j))
+    return acc.summary()
+
+
+def score_captions(
+    captions: Iterable[tuple[int, str]],
+    pairs: PairSet,
+    *,
+    metrics: Sequence[str],
+    compositions: Compositions | None = None,
+    on_caption: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
+    """COCO metrics of ``(image index, caption)`` items against the images' captions in
+    ``pairs``, ``images``, ``references`` and ``consistency`` (:class:`Consistency`'s summary;
+    None without compositions). Streams: ``on_caption(image id, caption)`` sees each caption
+    as it is scored."""
+    refs = pairs.captions_of()
+    consistency = Consistency(compositions) if compositions is not None else None
+
+    def items() -> Iterator[tuple[str, str, list[str]]]:
+        for i, text in captions:
+            image_id = pairs.image_ids[i]
+            if on_caption is not None:
+                on_caption(image_id, text)
+            if consistency is not None:
+                consistency.add(image_id, text)
+            yield image_id, text, [pairs.text(j) for j in refs[i]]
+
+    with CaptioningScorer(metrics) as scorer:
+        scorer.update(items())
+        scores: dict[str, Any] = dict(scorer.compute())
+        n_refs = scorer.references
+    return {**scores, "images": len(refs), "references": n_refs,
+            "consistency": consistency.summary() if consistency is not None else None}  # fmt: skip
+
+
+class CaptionerModule(L.LightningModule):
+    """Teacher-forced training of an :class:`ImageCaptioner`, validated by greedy CIDEr-D on
+    ``val``."""
+
+    def __init__(
+        self,
+        captioner: ImageCaptioner,
+        optim: CaptioningOptim,
+        val: PairSet,
+        max_new_tokens: int = 40,
+    ) -> None:
+        super().__init__()
+        self.captioner = captioner
+        self.model = captioner.model
+        self.optim = optim
+        self.val = val
+        self.max_new_tokens = max_new_tokens
+        self._val_refs = {k: refs for k, refs in zip(val.image_ids, references(val), strict=True)}
+        self.best_state: dict[str, Any] | None = None
+        self.best: dict[str, Any] | None = None
+        self.val_history: list[dict[str, Any]] = []
+        self._val_captions: dict[str, str] = {}
+        pooler = getattr(self.model.encoder, "pooler", None)
+        if pooler is not None:  # ViT's pooler feeds nothing here: no gradient, no DDP stall
+            pooler.requires_grad_(False)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        pixels, inputs, labels, mask = batch
+        loss = self.captioner.loss(pixels, inputs, labels, mask)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(pixels))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.max_steps > 0 and self.trainer.global_step >= self.trainer.max_steps:
+            self.trainer.should_stop = True  # Lightning validates before it stops
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        index, pixels = batch
+        texts = self.captioner.generate(pixels, 1, self.max_new_tokens)
+        for i, text in zip(index.tolist(), texts, strict=True):
+            self._val_captions[self.val.image_ids[int(i)]] = text
+
+    def on_validation_epoch_end(self) -> None:
+        captions, self._val_captions = self._val_captions, {}
+        if captions:
+            self.record_validation(captions)
+            self.log(MONITOR, float(self.val_history[-1]["cider"]), prog_bar=True)
+
+    def validate_now(self, device: str = "cpu", batch_size: int = 64) -> None:
+        """A validation round outside Lightning's loop (the last step, when it fell between
+        rounds)."""
+        captions = {
+            self.val.image_ids[i]: text
+            for i, text in caption_pairs(self.captioner, self.val, batch_size=batch_size,
+                                         max_new_tokens=self.max_new_tokens, device=device)
+        }  # fmt: skip
+        self.model.train()
+        self.record_validation(captions)
+
+    def record_validation(self, captions: Mapping[str, str]) -> None:
+        """Score one round's greedy captions; keep the weights if they are the best yet."""
+        cider = score_corpus(captions, self._val_refs, metrics=("cider",))["cider"]
+        entry = {"step": int(self.global_step), "epoch": int(self.current_epoch), "cider": cider}
+        self.val_history.append(entry)
+        if self.best is None or cider > self.best["cider"]:
+            self.best = entry
+            self.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            }
+
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        for _, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=self.optim.lr,
+        )  # fmt: skip
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = max(1, int(self.optim.warmup * total))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
