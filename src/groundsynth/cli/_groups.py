@@ -11,5 +11,6 @@ evaluate_app = typer.Typer(
     help="Evaluate captions and synthetic data interpretably.", no_args_is_help=True
 )
 benchmark_app = typer.Typer(
-    help="Downstream benchmarks: segmentation, image–text retrieval, image captioning.", no_args_is_help=True
+    help="Downstream benchmarks: segmentation, image–text retrieval, image captioning.",
+    no_args_is_help=True,
 )

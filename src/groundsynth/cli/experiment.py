@@ -124,9 +124,11 @@ def transfer_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     tasks: str = typer.Option(
         "segmentation",
-        help="Downstream tasks, comma-separated: segmentation (always) and retrieval (image–text "
-        "retrieval with a CLIP-style dual encoder; every set is captioned from its maps or "
-        "pseudo-labels by the template captioner unless it has captions).",
+        help="Downstream tasks, comma-separated: segmentation (always), retrieval (image–text "
+        "retrieval with a CLIP-style dual encoder) and captioning (a ViT + GPT-2 captioner; "
+        "needs Java for the COCO metrics: the [captioning] extra). For the last two every set "
+        "is captioned from its maps or pseudo-labels by the template captioner unless it has "
+        "captions.",
     ),
     retrieval_pretrained: str | None = typer.Option(
         None, help="Retrieval: dual encoder weights to start from (default: the preset's, random)."
@@ -181,6 +183,17 @@ def transfer_cmd(
             console.print(
                 "[bold yellow]retrieval runs that did not beat chance and their untrained "
                 "model[/]: " + "; ".join(retrieval["learning"]["not_learned"])
+            )
+    captioning = (result.get("tasks") or {}).get("captioning")
+    if captioning:
+        for d in captioning["differences"]:
+            if d["metric"] == "cider":
+                line = format_difference(d, "CIDEr points")
+                console.print(f"captioning, {d['domain']}: {d['comparison']}: {line}")
+        if not captioning["learning"]["passed"]:
+            console.print(
+                "[bold yellow]captioning runs that did not beat the most frequent caption and "
+                "their untrained model[/]: " + "; ".join(captioning["learning"]["not_learned"])
             )
     learning = result.get("learning") or {}
     if learning and not learning.get("passed"):

@@ -1,4 +1,5 @@
-"""The transfer experiment's multimodal task: image–text retrieval (``tasks`` ∋ ``retrieval``).
+"""The transfer experiment's multimodal tasks: image–text retrieval and image captioning
+(``tasks`` ∋ ``retrieval`` / ``captioning``).
 
 Captions: every image that takes part gets the built-in template captioner's captions
 (5 per image, from its land-cover map) unless its dataset already has captions tables —
@@ -12,7 +13,10 @@ and :func:`groundsynth.benchmark.retrieval_bench.run_retrieval_benchmark` trains
 encoder per (regime, seed) — the segmentation benchmark's regimes — validated on A's val
 pairs and tested on A's test pairs (in-domain) and B's (cross-region). The tables are the
 segmentation ones' (:func:`~groundsynth.experiment.tables.results_tables`) on ``mean_recall``
-(mR, percent) and R@10 in both directions.
+(mR, percent) and R@10 in both directions. Captioning
+(:func:`~groundsynth.benchmark.captioning_bench.run_captioning_benchmark`) is compared on
+CIDEr-D, BLEU-4 and how often a generated caption tells the truth about its image's map
+(``consistent_rate``), all fractions.
 """
 
 from __future__ import annotations
@@ -27,12 +31,26 @@ import pandas as pd
 from groundsynth.data.reader import open_dataset
 from groundsynth.experiment.tables import results_tables
 
-__all__ = ["RETRIEVAL_METRICS", "ensure_captions", "link_pool_captions", "run_retrieval_task"]
+__all__ = [
+    "CAPTIONING_METRICS",
+    "RETRIEVAL_METRICS",
+    "ensure_captions",
+    "link_pool_captions",
+    "run_captioning_task",
+    "run_retrieval_task",
+]
 
 log = logging.getLogger(__name__)
 
 #: Scores compared between regimes (percent).
 RETRIEVAL_METRICS = ("mean_recall", "i2t_r10", "t2i_r10")
+#: Captioning scores compared between regimes (fractions).
+CAPTIONING_METRICS = ("cider", "bleu_4", "consistent_rate")
+_CAPTION_SOURCES = {
+    "real": "WorldCover maps (template captioner)",
+    "grounded": "the maps the images were generated from (template captioner)",
+    "ungrounded": "the segmenter's pseudo-labels, unchecked (template captioner)",
+}
 CAPTIONS_PER_IMAGE = 5
 
 
@@ -112,9 +130,50 @@ def run_retrieval_task(
         "differences": diffs,
         "chance_mean_recall": chance,
         "learning": {"passed": not not_learned, "not_learned": not_learned},
-        "captions": {
-            "real": "WorldCover maps (template captioner)",
-            "grounded": "the maps the images were generated from (template captioner)",
-            "ungrounded": "the segmenter's pseudo-labels, unchecked (template captioner)",
-        },
+        "captions": dict(_CAPTION_SOURCES),
+    }
+
+
+def run_captioning_task(
+    *, out: Path, source: Path, pool: Path, regimes: tuple[str, ...], seeds: tuple[int, ...],
+    settings: dict[str, Any], workers: int, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Run (or resume) the captioning benchmark of the experiment; write
+    ``captioning_results.csv``, ``captioning_results_long.csv`` and
+    ``captioning_differences.csv`` into ``out``; return the task's block of ``experiment.json``."""
+    from groundsynth.benchmark.captioning_bench import (
+        CaptioningBenchConfig,
+        run_captioning_benchmark,
+    )
+
+    bench = run_captioning_benchmark(
+        CaptioningBenchConfig(
+            out=str(out / "captioning"), real=str(source), synthetic=str(pool), train=regimes,
+            val="real", test="real/test,synthetic/target", seeds=seeds, workers=workers,
+            progress=progress, **settings,
+        )
+    )  # fmt: skip
+    summary, diffs = results_tables(bench.rows, metrics=CAPTIONING_METRICS)
+    pd.DataFrame(bench.rows).to_csv(out / "captioning_results_long.csv", index=False)
+    summary.to_csv(out / "captioning_results.csv", index=False)
+    pd.DataFrame(diffs).to_csv(out / "captioning_differences.csv", index=False)
+    not_learned = sorted(
+        {
+            f"{r['regime']}/seed{r['seed']} on {r['test_set']}"
+            for r in bench.rows
+            if not r["learned"]
+        }
+    )
+    floors = {
+        r["test_set"]: {"frequent_caption_cider": r["frequent_cider"],
+                        "reference_consistent_rate": r["ref_consistent_rate"]}
+        for r in bench.rows
+    }  # fmt: skip
+    return {
+        "metrics": list(CAPTIONING_METRICS),
+        "table": summary.to_dict(orient="records"),
+        "differences": diffs,
+        "floors": floors,
+        "learning": {"passed": not not_learned, "not_learned": not_learned},
+        "captions": dict(_CAPTION_SOURCES),
     }

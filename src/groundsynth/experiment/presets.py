@@ -26,6 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_epochs": 1, "max_steps": 6, "batch_size": 4,
         "retrieval": {"model": "tiny", "image_size": 32, "context_length": 40, "max_steps": 4,
                       "max_epochs": 2, "batch_size": 8},
+        "captioning": {"image_size": 32, "max_steps": 4, "max_epochs": 2, "batch_size": 8,
+                       "metrics": ("bleu", "cider"), "max_new_tokens": 12},
     },
     "small": {
         # SPADE at 2e-3 for both networks: on the demo's region A (64 px, batch 8) label
@@ -61,6 +63,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "retrieval": {"model": "tiny", "image_size": 64, "context_length": 64, "max_steps": 100,
                       "max_epochs": 1000, "batch_size": 32, "lr": 1e-3, "patience": 1000,
                       "val_every": 3},
+        # the tiny ViT + GPT-2 captioner (0.15 s a step of 32 at 64 px); METEOR left out
+        # (its Java process takes ~20 s to start, for each of the floors and tests)
+        "captioning": {"image_size": 64, "max_steps": 300, "max_epochs": 1000, "batch_size": 32,
+                       "lr": 1e-3, "patience": 1000, "val_every": 5,
+                       "metrics": ("bleu", "rouge_l", "cider")},
     },
     "full": {
         "spade": {}, "cond": {}, "diffusion": {},
@@ -69,5 +76,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_epochs": 20, "max_steps": -1, "batch_size": 24,
         # from random weights unless the experiment gets retrieval_pretrained (e.g. RemoteCLIP)
         "retrieval": {"model": "ViT-B-32", "max_epochs": 10, "batch_size": 128, "lr": 1e-4},
+        "captioning": {"max_epochs": 20, "batch_size": 64, "num_beams": 3},
     },
 }  # fmt: skip

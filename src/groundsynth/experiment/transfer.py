@@ -64,7 +64,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 #: Downstream tasks the experiment can compare grounded and ungrounded data on.
-TASKS: tuple[str, ...] = ("segmentation", "retrieval")
+TASKS: tuple[str, ...] = ("segmentation", "retrieval", "captioning")
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,7 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
                 f"too few synthetic samples for budget {max(config.budgets):g} ({need} needed): {short}; "
                 "lower --min-label-fidelity or raise --oversample"
             )
-        if "retrieval" in config.tasks:
+        if {"retrieval", "captioning"} & set(config.tasks):
             captions = _caption_sets(exp, grounded, ungrounded)
         fidelity = {
             "grounded": exp.fidelity("grounded", grounded, segmenter),
@@ -424,22 +424,10 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
                 "(about 77 % accurate), not with the ground",
             ],
         }
-        if "retrieval" in config.tasks:
-            log.info("retrieval benchmark (captions: %s)", captions)
-            from groundsynth.experiment.multimodal import run_retrieval_task
-
-            settings = dict(exp.preset["retrieval"])
-            if config.retrieval_pretrained:
-                settings["pretrained"] = config.retrieval_pretrained
-            result["tasks"] = {
-                "retrieval": run_retrieval_task(
-                    out=out, source=exp.source, pool=exp.pool,
-                    regimes=tuple(_regimes(config.budgets, config.synthetic_only)),
-                    seeds=config.seeds, settings=settings, workers=config.workers,
-                    progress=config.progress,
-                )
-            }  # fmt: skip
-            result["tasks"]["retrieval"]["caption_sources"] = captions
+        for task in ("retrieval", "captioning"):
+            if task in config.tasks:
+                log.info("%s benchmark (captions: %s)", task, captions)
+                result.setdefault("tasks", {})[task] = _multimodal(exp, task, captions)
         write_json(out / "experiment.json", result)
         write_text(out / "notes.txt", " ".join(result["notes"]) + "\n")
         run.finish(
@@ -451,6 +439,24 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
         run.close()
         raise
     return result
+
+
+def _multimodal(exp: _Experiment, task: str, captions: dict[str, str]) -> dict[str, Any]:
+    """Run the retrieval or captioning task of the experiment (see .multimodal)."""
+    from groundsynth.experiment import multimodal
+
+    cfg = exp.cfg
+    settings = dict(exp.preset[task])
+    if task == "retrieval" and cfg.retrieval_pretrained:
+        settings["pretrained"] = cfg.retrieval_pretrained
+    run = multimodal.run_retrieval_task if task == "retrieval" else multimodal.run_captioning_task
+    block = run(
+        out=exp.out, source=exp.source, pool=exp.pool,
+        regimes=tuple(_regimes(cfg.budgets, cfg.synthetic_only)), seeds=cfg.seeds,
+        settings=settings, workers=cfg.workers, progress=cfg.progress,
+    )  # fmt: skip
+    block["caption_sources"] = captions
+    return block
 
 
 def _caption_sets(exp: _Experiment, grounded: Path, ungrounded: Path) -> dict[str, str]:

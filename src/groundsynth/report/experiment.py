@@ -13,7 +13,7 @@ from groundsynth.report import plots
 from groundsynth.report.html import Page
 from groundsynth.report.kinds import detect_kind
 from groundsynth.report.learning import learning_section
-from groundsynth.report.retrieval import retrieval_section
+from groundsynth.report.retrieval import captioning_section, retrieval_section
 from groundsynth.report.samples import side_by_side
 from groundsynth.report.synthetic import synthetic_section
 
@@ -139,9 +139,11 @@ def experiment_section(page: Page, path: Path) -> None:
             plots.difference_bars(diffs),
             "Grounded minus ungrounded, macro F1, with the 95 % CIs of the table.",
         )
-    retrieval = (res.get("tasks") or {}).get("retrieval")
-    if retrieval:
-        retrieval_section(page, retrieval)
+    tasks = res.get("tasks") or {}
+    if tasks.get("retrieval"):
+        retrieval_section(page, tasks["retrieval"])
+    if tasks.get("captioning"):
+        captioning_section(page, tasks["captioning"])
     if fidelity_rows:
         page.heading("The synthetic sets", level=3)
         page.table(

@@ -386,38 +386,6 @@ def _next_steps(
     return steps
 
 
-def _retrieval_answers(block: dict[str, Any]) -> list[Answer]:
-    """Answers of the retrieval task (mean recall, percent); withheld when a run did not learn."""
-    withheld = not (block.get("learning") or {}).get("passed", True)
-    out = []
-    for d in block.get("differences") or []:
-        if d.get("metric") != "mean_recall":
-            continue
-        sentence = answer_sentence(d, "mR points", scale=1.0)
-        if withheld:
-            sentence = (
-                "Withheld (a retrieval run did not beat its floor); numbers only: " + sentence
-            )
-        task = "image–text retrieval, " + task_name(str(d.get("comparison", "")))
-        out.append(Answer(task, str(d.get("domain", "")), sentence))
-    return out
-
-
-def _retrieval_check(block: dict[str, Any]) -> Check:
-    learning = block.get("learning") or {}
-    chance = block.get("chance_mean_recall") or {}
-    floors = ", ".join(f"{k} {v:.1f}" for k, v in chance.items())
-    if learning.get("passed", False):
-        return Check("pass", "Learning: retrieval dual encoders",
-                     f"every run beat chance (mR {floors}) and its untrained model.")  # fmt: skip
-    missed = learning.get("not_learned") or []
-    return Check(
-        "warn", "Learning: retrieval dual encoders",
-        f"{len(missed)} run(s) did not beat chance (mR {floors}) and their untrained model: "
-        + "; ".join(missed[:6]) + ("; …" if len(missed) > 6 else "") + ".",
-    )  # fmt: skip
-
-
 # ----------------------------------------------------------------------------- collect
 def _experiment(path: Path) -> tuple[ExperimentFindings, list[Path]]:
     res = json.loads((path / "experiment.json").read_text())
@@ -431,10 +399,21 @@ def _experiment(path: Path) -> tuple[ExperimentFindings, list[Path]]:
     learning = res.get("learning") or {}
     failed = [c.get("model", "?") for c in learning.get("checks") or [] if not c.get("passed")]
     checks = _learning_checks(learning)
+    from groundsynth.report.task_findings import (
+        _captioning_answers,
+        _captioning_check,
+        _retrieval_answers,
+        _retrieval_check,
+    )
+
     retrieval = (res.get("tasks") or {}).get("retrieval")
     if retrieval:
         answers += _retrieval_answers(retrieval)
         checks.append(_retrieval_check(retrieval))
+    captioning = (res.get("tasks") or {}).get("captioning")
+    if captioning:
+        answers += _captioning_answers(captioning)
+        checks.append(_captioning_check(captioning))
     source = Path(res["source"]) if res.get("source") else None
     leaky = None
     if source is not None:

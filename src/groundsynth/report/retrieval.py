@@ -1,4 +1,5 @@
-"""The report's subsection of an experiment's retrieval task (``experiment.json`` ``tasks``)."""
+"""The report's subsections of an experiment's multimodal tasks (``experiment.json``
+``tasks``): image–text retrieval and image captioning."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from groundsynth.report import plots
 from groundsynth.report.html import Page
 
-__all__ = ["retrieval_section"]
+__all__ = ["captioning_section", "retrieval_section"]
 
 
 def _ci(mean: float, lo: float, hi: float) -> str:
@@ -85,4 +86,59 @@ def retrieval_section(page: Page, block: dict[str, Any]) -> None:
             plots.difference_bars(diffs, "mean_recall", scale=1.0,
                                   label="grounded − ungrounded, retrieval mR (points)"),
             "Grounded minus ungrounded, retrieval mean recall, with the 95 % CIs of the table.",
+        )  # fmt: skip
+
+
+def captioning_section(page: Page, block: dict[str, Any]) -> None:
+    """Tables of the captioning task: CIDEr-D, BLEU-4 and caption↔map consistency per regime
+    and domain, grounded − ungrounded paired by seed, and the floors."""
+    page.heading("Image captioning (ViT + GPT-2 captioner)", level=3)
+    learning = block.get("learning") or {}
+    if not learning.get("passed", True):
+        missed = learning.get("not_learned") or []
+        page.paragraph(
+            f"⚠ {len(missed)} captioning run(s) did not beat the most frequent training caption "
+            "and their untrained model (" + "; ".join(missed[:8]) + ("; …" if len(missed) > 8 else "")
+            + "): their comparison says little about the data.",
+            cls="note",
+        )  # fmt: skip
+    table = block.get("table") or []
+    domains = list(dict.fromkeys(r["domain"] for r in table))
+    cell = {(r["regime"], r["domain"]): r for r in table}
+    metrics = ("cider", "bleu_4", "consistent_rate")
+    rows = []
+    for regime in dict.fromkeys(r["regime"] for r in table):
+        row = [regime]
+        for d in domains:
+            r = cell.get((regime, d))
+            for m in metrics:
+                row.append(
+                    _ci(100 * r[f"{m}_mean"], 100 * r[f"{m}_ci95_low"], 100 * r[f"{m}_ci95_high"])
+                    if r else "–"
+                )  # fmt: skip
+        rows.append(row)
+    header = ["training regime"] + [
+        f"{d} {m}" for d in domains for m in ("CIDEr-D ×100", "BLEU-4 %", "consistent %")
+    ]
+    page.table(rows, header, left=len(header))
+    floors = block.get("floors") or {}
+    page.paragraph(
+        "Mean over seeds with a 95 % t-interval. consistent: the share of generated captions "
+        "that tell the truth about their image's map. Floors: "
+        + "; ".join(
+            f"{k}: most frequent training caption CIDEr-D ×100 {100 * v['frequent_caption_cider']:.1f}, "
+            f"reference captions consistent {100 * (v.get('reference_consistent_rate') or 0):.0f} %"
+            for k, v in floors.items()
+        ) + ".",
+        cls="muted",
+    )  # fmt: skip
+    diffs = [d for d in block.get("differences") or [] if d.get("metric") == "cider"]
+    if diffs:
+        page.table(
+            [[d["comparison"], d["domain"], _diff({k: 100 * d[k] for k in ("mean", "ci95_low", "ci95_high")}),
+              f"{d.get('wins', '–')} of {d.get('n', '–')}",
+              f"{d['p_sign_flip']:.2f}" if "p_sign_flip" in d else "–"] for d in diffs],
+            ["comparison", "domain", "CIDEr-D ×100 difference [95 % CI]",
+             "grounded better in (seeds)", "sign-flip p"],
+            left=2,
         )  # fmt: skip
