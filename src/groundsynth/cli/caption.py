@@ -61,6 +61,22 @@ def caption_cmd(
     max_new_tokens: int = typer.Option(160, help="Longest model reply, in tokens."),
     device: str = typer.Option("auto", help="transformers: auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", help="transformers: auto, float32, bfloat16 or float16."),
+    executor: str = typer.Option(
+        "local",
+        help="Where batches are captioned: local (this process) or ray (template and "
+        "transformers batches as Ray tasks, a model loaded once per worker; openai streams "
+        "stay here). Tables are byte-identical either way; a run resumes on either.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        help="Ray cluster to join: auto (the one `ray start --head` started here), HOST:PORT "
+        "or ray://HOST:PORT. Default: start a local cluster for the run. On a cluster, every "
+        "node needs groundsynth and the dataset at the same path.",
+    ),
+    ray_cpus: float = typer.Option(1.0, help="CPUs reserved per Ray task (batch)."),
+    ray_gpus: float = typer.Option(
+        0.0, help="GPUs per Ray task; a fraction shares a GPU (0.5: two tasks per GPU)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
@@ -74,6 +90,8 @@ def caption_cmd(
     Example: `groundsynth caption data/ --stream text=template --stream hybrid=openai:qwen3-vl-8b --base-url http://localhost:8000/v1`
 
     Several servers: `groundsynth caption data/ --stream hybrid=openai:qwen3-vl-8b --base-url http://node1:8000/v1 --base-url http://node2:8000/v1 --concurrency 8 --batch-size 64`
+
+    On Ray: `groundsynth caption data/ --stream vision=transformers:Qwen/Qwen3-VL-8B-Instruct --executor ray --ray-address auto --ray-gpus 1`
     """
     import yaml
 
@@ -100,6 +118,10 @@ def caption_cmd(
         max_new_tokens=max_new_tokens,
         device=device,
         dtype=dtype,
+        executor=executor,  # type: ignore[arg-type]
+        ray_address=ray_address,
+        ray_cpus=ray_cpus,
+        ray_gpus=ray_gpus,
     )
     if dry_run:
         plain = to_plain(cfg)

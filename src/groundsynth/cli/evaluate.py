@@ -247,6 +247,22 @@ def pseudo_label_cmd(
     copy_images: bool = typer.Option(
         False, "--copy-images", help="Copy images instead of hard-linking them."
     ),
+    executor: str = typer.Option(
+        "local",
+        help="Where chunks are labelled: local (this process) or ray (one Ray task per chunk, "
+        "the model loaded once per worker; pip install 'groundsynth[distributed]'). The "
+        "output is byte-identical either way and a run resumes on either.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        help="Ray cluster to join: auto (the one `ray start --head` started here), HOST:PORT "
+        "or ray://HOST:PORT. Default: start a local cluster for the run. On a cluster, every "
+        "node needs groundsynth and the input and --out at the same path.",
+    ),
+    ray_cpus: float = typer.Option(1.0, help="CPUs reserved per Ray task (chunk)."),
+    ray_gpus: float = typer.Option(
+        0.0, help="GPUs per Ray task; a fraction shares a GPU (0.25: four tasks per GPU)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Label images with a trained segmenter: masks, confidence and class fractions.
@@ -257,6 +273,8 @@ def pseudo_label_cmd(
     same command to resume.
 
     Example: `groundsynth pseudo-label aras/ --splits synth --model bench/runs/unet/real/seed0/segmenter.pt --out aras-pl/`
+
+    On a Ray cluster, half a GPU per chunk: `groundsynth pseudo-label aras/ --model segmenter.pt --out aras-pl/ --executor ray --ray-address auto --ray-gpus 0.5`
     """
     from groundsynth.generate.pseudo_label import PseudoLabelConfig, pseudo_label
 
@@ -271,6 +289,10 @@ def pseudo_label_cmd(
         device=device,
         chunk_size=chunk_size,
         images="copy" if copy_images else "link",
+        executor=executor,  # type: ignore[arg-type]
+        ray_address=ray_address,
+        ray_cpus=ray_cpus,
+        ray_gpus=ray_gpus,
     )
     with progress_bar(progress) as bar:
         task = bar.add_task("pseudo-label", total=None, info="")

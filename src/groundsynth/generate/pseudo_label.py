@@ -22,33 +22,55 @@ every file is written atomically and each chunk of ``chunk_size`` images is reco
 ``OUT/.pseudo-label/``) once all its files exist, so a rerun redoes only unrecorded chunks. The
 tables are assembled from the records at the end. Unreadable images are skipped, counted and
 named in the manifest.
+
+Batches never straddle two chunks (a chunk of 10 in batches of 4 goes 4, 4, 2), so what a
+chunk holds depends on the chunk alone -- not on where a run started or which executor ran
+it (a model's float results shift slightly with the make-up of its batch).
+
+``executor="ray"`` labels each chunk as a Ray task (:mod:`groundsynth.distributed`): the
+worker loads the model once (kept per worker process, keyed by checkpoint and digest), reads
+the chunk's images, writes its files and returns its entries; this process records each
+chunk as it finishes. The executor options are not part of the run's identity: a run begun
+on one executor resumes on the other, and the outputs are byte-identical. They go to the
+manifest (``executor``: name, resources, tasks, worker processes, model loads), not to
+``config.yaml``, which holds what shaped the dataset.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from groundsynth._optional import lazy_import
-from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
+from groundsynth.classes import NUM_CLASSES
 from groundsynth.data import contract
-from groundsynth.data.composition import class_fractions, integer_percentages
-from groundsynth.data.masks import encode_mask_png, encode_rgb_png
-from groundsynth.data.reader import DECODE_ERRORS, list_pngs, open_dataset, read_rgb
+from groundsynth.data.masks import encode_mask_png
+from groundsynth.distributed import check_executor_options, make_executor, worker_cached
 from groundsynth.errors import InputError, OutputConflictError
-from groundsynth.io import atomic_open, atomic_path, write_bytes, write_json
+from groundsynth.generate.pseudo_label_chunks import (
+    IMAGE_SUFFIXES,
+    ChunkRecorder,
+    Entry,
+    ImageFiles,
+    Item,
+    chunk_label,
+    finalise,
+    list_inputs,
+    log_skipped,
+    make_row,
+    place_image,
+    record_path,
+    write_record,
+)
+from groundsynth.io import write_bytes
 from groundsynth.runs import check_run_dir, file_digest, start_run, to_plain
 
 if TYPE_CHECKING:
@@ -58,27 +80,10 @@ __all__ = ["IMAGE_SUFFIXES", "PseudoLabelConfig", "PseudoLabelResult", "pseudo_l
 
 log = logging.getLogger(__name__)
 
-#: File suffixes read from a plain folder of images.
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: Where and how the work runs: neither in ``config.yaml`` nor in the run's identity.
+_EXECUTION = ("executor", "ray_address", "ray_cpus", "ray_gpus")
 #: Config fields that do not change the output (may differ when resuming).
-_NOT_IDENTITY = ("out", "batch_size", "workers", "device", "images")
-_RECORDS = ".pseudo-label"
-#: Metadata columns carried over from a groundsynth input dataset.
-_CARRIED = (
-    "source",
-    "landcover",
-    "row",
-    "col",
-    "crs",
-    "transform",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
-    "lon",
-    "lat",
-    "scaling",
-)
+_NOT_IDENTITY = ("out", "batch_size", "workers", "device", "images", *_EXECUTION)
 
 #: ``progress(images done, images total)``, called after each batch.
 Progress = Callable[[int, int], None]
@@ -86,7 +91,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class PseudoLabelConfig:
-    """Options of :func:`pseudo_label` (saved as ``config.yaml``).
+    """Options of :func:`pseudo_label` (saved as ``config.yaml``, less the executor's).
 
     Attributes:
         dataset: input dataset directory or folder of images.
@@ -95,10 +100,16 @@ class PseudoLabelConfig:
         splits: splits of a dataset input to label (default: every split with images).
         folder_split: split name given to a plain folder's images.
         batch_size: images per forward pass.
-        workers: DataLoader processes reading images (0: in the main process).
-        device: ``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N``.
-        chunk_size: images per resumable chunk.
+        workers: DataLoader processes reading images (0: in the main process; local only).
+        device: ``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` -- on
+            Ray, resolved on each worker (``auto`` is CPU for tasks without a GPU).
+        chunk_size: images per resumable chunk (on Ray: per task).
         images: ``link`` (hard link, copy when impossible) or ``copy``.
+        executor: ``local`` (this process) or ``ray`` (one Ray task per chunk).
+        ray_address: Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``);
+            ``None`` starts a local one for the run.
+        ray_cpus: CPUs reserved per Ray task.
+        ray_gpus: GPUs reserved per Ray task (``0.5``: two tasks share a GPU).
     """
 
     dataset: str
@@ -111,6 +122,10 @@ class PseudoLabelConfig:
     device: str = "auto"
     chunk_size: int = 256
     images: Literal["link", "copy"] = "link"
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.chunk_size < 1 or self.workers < 0:
@@ -122,6 +137,7 @@ class PseudoLabelConfig:
             raise InputError(f"images must be 'link' or 'copy', got {self.images!r}")
         if not self.folder_split or "/" in self.folder_split:
             raise InputError(f"bad split name {self.folder_split!r}")
+        check_executor_options(self.executor, self.ray_address, self.ray_cpus, self.ray_gpus)
 
 
 @dataclass
@@ -139,229 +155,173 @@ class PseudoLabelResult:
 
 
 @dataclass(frozen=True)
-class _Item:
+class _Labelling:
+    """What every chunk of a run shares: where and how its files and rows are made."""
+
+    out: Path
+    origin: str
+    source: str
+    images: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class _ChunkTask:
+    """One chunk, self-contained: what a Ray worker needs to label it."""
+
     split: str
-    id: str
-    path: Path
+    index: int
+    items: tuple[Item, ...]
+    meta: dict[str, Any]  # id -> the input's metadata row
+    model: str
+    model_sha256: str
+    device: str
+    run: _Labelling
 
 
-# ----------------------------------------------------------------------------- inputs
-def _list_inputs(
-    root: Path, cfg: PseudoLabelConfig
-) -> tuple[str, dict[str, list[_Item]], dict[str, dict]]:
-    """``(kind, items per split, metadata rows per split)`` of the input."""
-    if not root.is_dir():
-        raise InputError(f"{root}: input dataset or image folder does not exist")
-    try:
-        reader = open_dataset(root)
-    except InputError:
-        reader = None
-    if reader is None:
-        files: dict[str, Path] = {}
-        for p in sorted(root.iterdir()):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                if p.stem in files:
-                    raise InputError(
-                        f"{root}: two images share the id {p.stem!r} ({files[p.stem].name}, {p.name})"
-                    )
-                files[p.stem] = p
-        if not files:
-            raise InputError(
-                f"{root}: neither a dataset nor a folder of images ({', '.join(IMAGE_SUFFIXES)})"
+# ----------------------------------------------------------------------------- the work
+def _label_batch(
+    model: Segmenter,
+    batch: list[tuple[Item, np.ndarray | None, bool, str]],
+    device: Any,
+    run: _Labelling,
+    meta: dict[str, Any],
+) -> list[Entry]:
+    """Predict one batch (of one chunk), write each image's files, return their entries."""
+    entries: list[Entry] = []
+    for (item, image, reusable, err), pred in zip(batch, _predict(model, batch, device)):
+        if pred is None or image is None:
+            entries.append(
+                (
+                    "skipped",
+                    {"id": item.id, "path": str(item.path), "reason": "unreadable", "message": err},
+                )
             )
-        split = cfg.folder_split
-        return "folder", {split: [_Item(split, i, p) for i, p in files.items()]}, {}
-    available = [s for s in reader.splits() if list_pngs(root / s / "images")]
-    splits = list(cfg.splits) if cfg.splits else available
-    unknown = [s for s in splits if s not in available]
-    if unknown:
-        raise InputError(
-            f"{root}: no images in split(s) {unknown}; splits with images: {available}"
-        )
-    items = {
-        s: [_Item(s, i, reader.image_path(s, i)) for i in list_pngs(root / s / "images")]
-        for s in splits
-    }
-    meta: dict[str, dict] = {}
-    if reader.layout == "groundsynth":
-        cols = [c for c in ("id", *_CARRIED, "origin") if c in reader.metadata_columns()]
-        for s in splits:
-            df = reader.metadata(s, columns=cols)
-            meta[s] = {} if df is None else {str(r["id"]): r for r in df.to_dict("records")}
-    return reader.layout, items, meta
+            continue
+        mask, confidence = pred
+        write_bytes(contract.mask_path(run.out, item.split, item.id), encode_mask_png(mask))
+        dst = contract.image_path(run.out, item.split, item.id)
+        place_image(item.path, dst, image, reusable, run.images)
+        row = make_row(item, mask, confidence, run.origin, run.source, meta.get(item.id))
+        entries.append(("row", row))
+    return entries
 
 
-class _ImageFiles:
-    """Map-style dataset of image files: ``(index, image or None, reusable, error)``."""
+def _label_chunk(task: _ChunkTask) -> dict[str, Any]:
+    """A worker's task: label a chunk; returns its record and how the model was had."""
+    from groundsynth.benchmark.model import load_segmenter, resolve_device
 
-    def __init__(self, items: list[_Item]) -> None:
-        self.items = items
+    device = resolve_device(task.device)
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def load() -> Segmenter:
+        model, _ = load_segmenter(Path(task.model), map_location=device)
+        return model.eval()
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, bool, str]:
-        path = self.items[index].path
-        try:
-            with Image.open(path) as im:
-                reusable = im.format == "PNG" and im.mode == "RGB"
-            return index, read_rgb(path), reusable, ""
-        except InputError as exc:
-            return index, None, False, str(exc)
-        except DECODE_ERRORS as exc:
-            return index, None, False, f"{path}: cannot read image ({exc})"
+    identity = (task.model, task.model_sha256, str(device))
+    model, loaded = worker_cached("pseudo-label segmenter", identity, load)
+    files = ImageFiles(list(task.items))
+    record: dict[str, list[dict[str, Any]]] = {"rows": [], "skipped": []}
+    size = task.run.batch_size
+    for start in range(0, len(files), size):
+        batch = [
+            (task.items[i], *files[i][1:]) for i in range(start, min(len(files), start + size))
+        ]
+        for kind, payload in _label_batch(model, batch, device, task.run, task.meta):
+            record["rows" if kind == "row" else "skipped"].append(payload)
+    return {"record": record, "pid": os.getpid(), "model_loaded": loaded}
+
+
+def _batch_sizes(todo: list[tuple[str, int, list[Item]]], size: int) -> Iterator[int]:
+    """Sizes of the prediction batches: ``size`` images, cut short at each chunk's end."""
+    for _, _, chunk in todo:
+        for start in range(0, len(chunk), size):
+            yield min(size, len(chunk) - start)
 
 
 def _as_list(batch: list) -> list:
     return batch
 
 
-# ----------------------------------------------------------------------------- outputs
-def _place_image(src: Path, dst: Path, image: np.ndarray, reusable: bool, mode: str) -> None:
-    """Put the input image at ``dst``: hard link or copy of an RGB PNG, else re-encode."""
-    if not reusable:
-        write_bytes(dst, encode_rgb_png(image, encoder="auto"))
-        return
-    with atomic_path(dst, suffix=".png") as tmp:
-        if mode == "link":
-            try:
-                tmp.unlink()
-                os.link(src, tmp)
-                return
-            except OSError:
-                pass  # another file system, or links unsupported: copy instead
-        shutil.copyfile(src, tmp)
-
-
-def _record_path(out: Path, split: str, chunk: int) -> Path:
-    return out / _RECORDS / split / f"{chunk:06d}.json"
-
-
-def _metadata_schema():
-    import pyarrow as pa
-
-    return contract.metadata_schema({"confidence": pa.float64(), "image_origin": pa.string()})
-
-
-def _row(
-    item: _Item,
-    mask: np.ndarray,
-    confidence: float,
-    origin: str,
-    source: str,
-    meta: dict | None,
+def _label_here(
+    model: Segmenter,
+    device: Any,
+    cfg: PseudoLabelConfig,
+    run: _Labelling,
+    todo: list[tuple[str, int, list[Item]]],
+    meta: dict[str, dict],
+    tick: Callable[[int], None],
 ) -> dict[str, Any]:
-    meta = meta or {}
-    row: dict[str, Any] = {c: None for c in contract.METADATA_COLUMNS}
-    row.update({c: _plain(meta.get(c)) for c in _CARRIED})
-    row.update(
-        id=item.id,
-        split=item.split,
-        source=row["source"] or source,
-        origin=origin,
-        confidence=float(confidence),
-        image_origin=_plain(meta.get("origin")),
+    """Label ``todo`` in this process: DataLoader workers read ahead across chunks while
+    batches are cut at chunk ends; each chunk is recorded once its last image is done."""
+    torch = lazy_import("torch")
+    flat = [it for _, _, c in todo for it in c]
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(flat),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        collate_fn=_as_list,
+        shuffle=False,
     )
-    row.update({f"frac_{n}": float(f) for n, f in zip(CLASS_NAMES, class_fractions(mask))})
-    return row
+    recorder = ChunkRecorder(run.out, todo)
+    sizes = _batch_sizes(todo, cfg.batch_size)
+    need, ready = next(sizes, 0), []
+    model.eval()
+    for read in loader:
+        ready += [(flat[i], img, reusable, err) for i, img, reusable, err in read]
+        while need and len(ready) >= need:
+            batch, ready = ready[:need], ready[need:]
+            split = batch[0][0].split
+            for entry in _label_batch(model, batch, device, run, meta.get(split, {})):
+                recorder.take(entry)
+            need = next(sizes, 0)
+        tick(len(read))
+    return {"name": "local"}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    return value
-
-
-def _finalise(out: Path, chunks: dict[str, int]) -> tuple[dict[str, int], Counter, dict]:
-    """Assemble metadata.parquet and class_percentages/<split>.csv from chunk records."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = _metadata_schema()
-    counts: dict[str, int] = {}
-    skipped: Counter[str] = Counter()
-    conf: dict[str, dict[str, float]] = {}
-    with ExitStack() as stack:
-        # pragma: no mutate start (the temporary's suffix and the codec change no value read back)
-        tmp = stack.enter_context(atomic_path(contract.metadata_path(out), suffix=".parquet"))
-        writer = stack.enter_context(pq.ParquetWriter(tmp, schema, compression="zstd"))
-        # pragma: no mutate end
-        for split, n_chunks in chunks.items():
-            fh = stack.enter_context(
-                atomic_open(contract.percentages_csv(out, split), "w", encoding="utf-8", newline="")
-            )
-            fh.write(",".join(contract.PERCENT_COLUMNS) + "\n")
-            counts[split] = 0
-            c_sum, c_min, c_max = 0.0, float("inf"), float("-inf")
-            for k in range(n_chunks):
-                rec = json.loads(_record_path(out, split, k).read_text())
-                skipped.update(s["reason"] for s in rec["skipped"])
-                rows = rec["rows"]
-                if not rows:
-                    continue
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                pct = integer_percentages(
-                    np.array([[r[f"frac_{n}"] for n in CLASS_NAMES] for r in rows])
-                )
-                for r, p in zip(rows, pct):
-                    fh.write(f"{r['id']}.png,{split}," + ",".join(map(str, p.tolist())) + "\n")
-                    c_sum += r["confidence"]
-                    c_min, c_max = min(c_min, r["confidence"]), max(c_max, r["confidence"])
-                counts[split] += len(rows)
-            if counts[split]:
-                conf[split] = {"mean": c_sum / counts[split], "min": c_min, "max": c_max}
-        writer.close()
-    return counts, skipped, conf
-
-
-class _ChunkRecorder:
-    """Collects the rows of the chunks being labelled, in order; records each complete chunk
-    (atomically, after all its files were written) -- the resume marker."""
-
-    def __init__(self, out: Path, todo: list[tuple[str, int, list[_Item]]]) -> None:
-        self.out = out
-        self.pending = iter(todo)
-        self.rows: list[dict[str, Any]] = []
-        self.skipped: list[dict[str, str]] = []
-        self._next()
-
-    def _next(self) -> None:
-        self.split, self.index, chunk = next(self.pending, ("", -1, []))
-        self.left = len(chunk)
-
-    def _done_one(self) -> None:
-        self.left -= 1
-        if self.left == 0:
-            record = {"rows": self.rows, "skipped": self.skipped}
-            write_json(_record_path(self.out, self.split, self.index), record)
-            self.rows, self.skipped = [], []
-            self._next()
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        self._done_one()
-
-    def skip(self, item: _Item, reason: str, message: str) -> None:
-        self.skipped.append(
-            {"id": item.id, "path": str(item.path), "reason": reason, "message": message}
+def _label_on_ray(
+    cfg: PseudoLabelConfig,
+    run: _Labelling,
+    todo: list[tuple[str, int, list[Item]]],
+    meta: dict[str, dict],
+    sha256: str,
+    tick: Callable[[int], None],
+) -> dict[str, Any]:
+    """Label ``todo`` as one Ray task per chunk; record each chunk here as it finishes."""
+    tasks = (
+        _ChunkTask(
+            split=s,
+            index=k,
+            items=tuple(c),
+            meta={it.id: meta[s][it.id] for it in c if it.id in meta.get(s, {})},
+            model=cfg.model,
+            model_sha256=sha256,
+            device=cfg.device,
+            run=run,
         )
-        self._done_one()
+        for s, k, c in todo
+    )
+    pids: set[int] = set()
+    loads = n_tasks = 0
+    with make_executor("ray", cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus) as executor:
+        work = executor.map_unordered(
+            _label_chunk, tasks, label=lambda t: chunk_label(t.split, t.index, t.items)
+        )
+        with closing(work):
+            for task, result in work:
+                record = result["record"]
+                log_skipped(record["skipped"])
+                write_record(run.out, task.split, task.index, record)
+                pids.add(result["pid"])
+                loads += bool(result["model_loaded"])
+                n_tasks += 1
+                tick(len(task.items))
+        described = executor.describe()
+    return {**described, "tasks": n_tasks, "worker_processes": len(pids), "model_loads": loads}
 
 
 # ----------------------------------------------------------------------------- entry point
-def _chunks(items: list[_Item], size: int) -> list[list[_Item]]:
+def _chunks(items: list[Item], size: int) -> list[list[Item]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _batches(
-    loader: Any, items: list[_Item]
-) -> Iterator[list[tuple[_Item, np.ndarray | None, bool, str]]]:
-    for batch in loader:
-        yield [(items[i], img, reusable, err) for i, img, reusable, err in batch]
 
 
 def pseudo_label(
@@ -370,16 +330,19 @@ def pseudo_label(
     """Label ``config.dataset``'s images with ``config.model`` into a new dataset.
 
     Raises:
-        InputError: unreadable checkpoint, missing input, unknown split, bad option.
+        InputError: unreadable checkpoint, missing input, unknown split, bad option, a Ray
+            cluster that cannot be reached.
         OutputConflictError: ``out`` is the input or holds other data.
+        TaskError: a chunk failed on a Ray worker (named; it is not recorded).
     """
-    torch = lazy_import("torch")
     from groundsynth.benchmark.model import load_segmenter, resolve_device
 
     t0 = time.time()
     root = Path(config.dataset).resolve()
     model_path = Path(config.model).resolve()
-    device = resolve_device(config.device)
+    on_ray = config.executor == "ray"
+    # on Ray the workers load the model; here it is only checked (on the CPU)
+    device = resolve_device("cpu" if on_ray else config.device)
     model, info = load_segmenter(model_path, map_location=device)
     if model.spec.classes != NUM_CLASSES:
         raise InputError(
@@ -394,55 +357,42 @@ def pseudo_label(
     if out == root:
         raise OutputConflictError(f"{out}: --out must differ from the input dataset")
     cfg = replace(config, dataset=str(root), model=str(model_path), out=str(out))
-    kind, items, meta = _list_inputs(root, cfg)
-    plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_IDENTITY}
+    kind, items, meta = list_inputs(root, cfg)
+    saved = {k: v for k, v in to_plain(cfg).items() if k not in _EXECUTION}
+    plain = {k: v for k, v in saved.items() if k not in _NOT_IDENTITY}
     identity = {**plain, "model_sha256": file_digest(model_path)}
     resuming = check_run_dir(out, identity, what="pseudo-labelling", ignore=_NOT_IDENTITY)
-    run = start_run(
-        out, "pseudo-label", {**to_plain(cfg), "model_sha256": identity["model_sha256"]}
-    )
+    run = start_run(out, "pseudo-label", {**saved, "model_sha256": identity["model_sha256"]})
     origin = f"pseudo-label:{model_name}"
+    labelling = _Labelling(out, origin, root.name, cfg.images, cfg.batch_size)
     try:
         chunks = {s: _chunks(v, cfg.chunk_size) for s, v in items.items()}
         todo = [
             (s, k, c)
             for s, cs in chunks.items()
             for k, c in enumerate(cs)
-            if not _record_path(out, s, k).exists()
+            if not record_path(out, s, k).exists()
         ]
         n_total = sum(len(v) for v in items.values())
         n_resumed = sum(len(cs) for cs in chunks.values()) - len(todo)
         if resuming:
             log.info("resuming: %d chunk(s) already done", n_resumed)
-        flat = [it for _, _, c in todo for it in c]
-        done = n_total - len(flat)
+        done = n_total - sum(len(c) for _, _, c in todo)
         if progress is not None:
             progress(done, n_total)
-        loader = torch.utils.data.DataLoader(
-            _ImageFiles(flat),
-            batch_size=cfg.batch_size,
-            num_workers=cfg.workers,
-            collate_fn=_as_list,
-            shuffle=False,
-        )
-        recorder = _ChunkRecorder(out, todo)
-        model.eval()
-        for batch in _batches(loader, flat):
-            for (item, image, reusable, err), pred in zip(batch, _predict(model, batch, device)):
-                if pred is None:
-                    log.warning("skipping unreadable image: %s", err)
-                    recorder.skip(item, "unreadable", err)
-                    continue
-                mask, confidence = pred
-                write_bytes(contract.mask_path(out, item.split, item.id), encode_mask_png(mask))
-                dst = contract.image_path(out, item.split, item.id)
-                _place_image(item.path, dst, image, reusable, cfg.images)
-                source_meta = meta.get(item.split, {}).get(item.id)
-                recorder.add(_row(item, mask, confidence, origin, root.name, source_meta))
-            done += len(batch)
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
             if progress is not None:
                 progress(done, n_total)
-        counts, skip_counts, confidence = _finalise(out, {s: len(cs) for s, cs in chunks.items()})
+
+        if on_ray:
+            del model  # the workers load their own
+            executor = _label_on_ray(cfg, labelling, todo, meta, identity["model_sha256"], tick)
+        else:
+            executor = _label_here(model, device, cfg, labelling, todo, meta, tick)
+        counts, skip_counts, confidence = finalise(out, {s: len(cs) for s, cs in chunks.items()})
         manifest = run.finish(
             inputs=[root, model_path],
             outputs={
@@ -455,7 +405,8 @@ def pseudo_label(
             digest=[contract.metadata_path(out)]
             + [contract.percentages_csv(out, s) for s in counts],
             extra={
-                "chunks": {"total": sum(len(cs) for cs in chunks.values()), "resumed": n_resumed}
+                "chunks": {"total": sum(len(cs) for cs in chunks.values()), "resumed": n_resumed},
+                "executor": executor,
             },
         )
     except BaseException:
@@ -475,7 +426,7 @@ def pseudo_label(
 
 
 def _predict(
-    model: Segmenter, batch: list[tuple[_Item, np.ndarray | None, bool, str]], device: Any
+    model: Segmenter, batch: list[tuple[Item, np.ndarray | None, bool, str]], device: Any
 ) -> list[tuple[np.ndarray, float] | None]:
     """Masks (uint8) and mean max-probabilities of a batch; ``None`` for unreadable images.
 
