@@ -16,6 +16,7 @@ from groundsynth.cli import (
     benchmark_retrieval,
     caption,
     data,
+    demo,
     evaluate,
     experiment,
     generate,
@@ -57,6 +58,7 @@ def _root(
 
 for _module in (
     data,
+    demo,
     acquire,
     caption,
     generate,
