@@ -289,3 +289,23 @@ def test_cli_runs_the_benchmark_and_reports_bad_input(captioned: Path, tmp_path:
     assert f"{metrics['test']['real/test']['mean_recall']:.1f}" in res.output
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--real-images", str(tmp_path)])
     assert res.exit_code == 2 and "is for a Karpathy JSON" in res.output
+
+
+def test_nwpu_captions_json_reads_as_pairs_with_class_folders(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls, name in (("airport", "airport_001.jpg"), ("river", "river_007.jpg")):
+        (tmp_path / "NWPU" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "NWPU" / cls / name)
+    data = {
+        "airport": [{"filename": "airport_001.jpg", "split": "test", "raw_2": "c", "raw": "a",
+                     "raw_1": "b", "imgid": 0}],
+        "river": [{"filename": "river_007.jpg", "split": "test", "raw": "d", "raw_1": "e"}],
+    }  # fmt: skip
+    js = tmp_path / "dataset_nwpu.json"
+    js.write_text(json.dumps(data))
+    pairs = PairSource(js, images=tmp_path / "NWPU").pairs("test")
+    assert pairs.image_ids == ("airport_001", "river_007")
+    assert [pairs.text(j) for j in range(5)] == ["a", "b", "c", "d", "e"]
+    assert pairs.image_of_text.tolist() == [0, 0, 0, 1, 1]
+    assert pairs.image_paths[1] == tmp_path / "NWPU" / "river" / "river_007.jpg"

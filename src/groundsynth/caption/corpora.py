@@ -14,9 +14,11 @@ Formats (:func:`detect_format` tells them apart by content, not only by name):
     ``X`` (how ``groundsynth caption --n`` writes several captions per image) and are read
     as stream ``X``.
 ``karpathy``
-    Karpathy-style JSON (UCM-, Sydney-, RSICD-Captions): ``images[].sentences[].raw``
+    Karpathy-style JSON (UCM-, Sydney-, RSICD-Captions, RSITMD): ``images[].sentences[].raw``
     (``tokens`` joined when ``raw`` is missing), ``images[].split`` optional,
-    ``images[].filename`` or ``imgid``. The file is parsed whole (these are tens of MB).
+    ``images[].filename`` or ``imgid``. NWPU-Captions' JSON (``{class: [{filename, split,
+    raw, raw_1 ... raw_4}]}``) is read as the same format. The file is parsed whole (these
+    are tens of MB).
 ``sydney``
     The Sydney-Captions text file ``descriptions_SIDNEY.txt``: lines ``<image number>
     <caption>``; splits come from ``filenames_{train,val,test}.txt`` beside it, if present.
@@ -247,6 +249,8 @@ def read_karpathy(
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{p}: not valid UTF-8 JSON ({exc})") from None
+    if isinstance(data, dict) and not isinstance(data.get("images"), list):
+        data = _nwpu_as_karpathy(data, p)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise InputError(f"{p}: expected a Karpathy-style JSON object with an 'images' list")
     name = stream or str(data.get("dataset") or p.stem).lower()
@@ -262,6 +266,30 @@ def read_karpathy(
                 text = " ".join(sent.get("tokens", []))
             cid = str(sent["sentid"]) if "sentid" in sent else f"{image_id}#{j}"
             yield CaptionRecord(cid, image_id, name, str(text), split)
+
+
+def _nwpu_as_karpathy(data: dict, path: Path) -> dict:
+    """NWPU-Captions' JSON (``{class: [{filename, split, raw, raw_1 ... raw_4}, ...]}``) in the
+    Karpathy layout; anything else is returned unchanged (and refused by the caller)."""
+    groups = list(data.values())
+    if not groups or not all(
+        isinstance(g, list) and g and all(isinstance(e, dict) and "raw" in e for e in g)
+        for g in groups
+    ):
+        return data
+    images = []
+    for entries in groups:
+        for e in entries:
+            keys = sorted((k for k in e if k == "raw" or k.startswith("raw_")), key=_raw_order)
+            images.append({"filename": e.get("filename"), "split": e.get("split"),
+                           "sentences": [{"raw": e[k]} for k in keys]})  # fmt: skip
+    return {"dataset": path.stem.removeprefix("dataset_") or "nwpu", "images": images}
+
+
+def _raw_order(key: str) -> int:
+    """``raw`` first, then ``raw_1``, ``raw_2`` ... in number order."""
+    number = key.partition("_")[2]
+    return 0 if key == "raw" else int(number) + 1 if number.isdigit() else 10**6
 
 
 def _sydney_splits(folder: Path) -> dict[str, tuple[str, str]]:
