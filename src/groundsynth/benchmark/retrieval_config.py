@@ -9,13 +9,14 @@ from typing import Any, Literal
 from groundsynth.benchmark.data import DataPart, Regime, parse_eval_sets, parse_regime
 from groundsynth.benchmark.dual_encoder import DualEncoderSpec
 from groundsynth.benchmark.retrieval_module import RetrievalOptim
+from groundsynth.benchmark.sweep import EXECUTION, check_sweep_options
 from groundsynth.errors import InputError
 from groundsynth.runs import to_plain
 
 __all__ = ["RETRIEVAL_KEYS", "RetrievalBenchConfig", "RetrievalBenchResult"]
 
 #: Config fields that do not change a run's numbers (may differ when resuming).
-NOT_IDENTITY = ("out", "train", "seeds", "workers", "eval_batch_size", "progress")
+NOT_IDENTITY = ("out", "train", "seeds", "workers", "eval_batch_size", "progress", *EXECUTION)
 #: Keys every retrieval benchmark's ``config.yaml`` has (tells it from another command's run).
 RETRIEVAL_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "model", "pretrained"})
 
@@ -35,6 +36,9 @@ class RetrievalBenchConfig:
     stopping, in validation rounds), ``val_every`` (epochs between validation rounds).
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``,
     ``strategy``, ``precision``, ``deterministic``.
+    Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
+    ``executor`` (``local``: here, one after the other; ``ray``: one Ray task per run, on one
+    device), ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
     """
 
     out: str
@@ -68,6 +72,10 @@ class RetrievalBenchConfig:
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     progress: bool = True
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.real is None and self.synthetic is None:
@@ -106,6 +114,7 @@ class RetrievalBenchConfig:
             raise InputError(
                 f"deterministic must be true, false or 'warn', got {self.deterministic!r}"
             )
+        check_sweep_options(self)
         self.spec()
 
     def regimes(self) -> list[Regime]:

@@ -28,7 +28,9 @@ run or other files is refused with :class:`OutputConflictError` before anything 
 
 Multi-GPU / multi-node training goes through Lightning's own options (``devices``,
 ``num_nodes``, ``strategy``, ``precision``); every process runs this function, files are
-written by global rank zero only.
+written by global rank zero only. ``executor="ray"`` instead trains each pending run as one Ray
+task on one device (:mod:`.sweep`); the run directories and tables are the same, and a
+benchmark resumes on either executor.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from groundsynth.benchmark.learning import FloorStore, warn_not_learned
 from groundsynth.benchmark.lightning_module import MONITOR, SegmentationModule
 from groundsynth.benchmark.model import build_from_spec, save_segmenter
 from groundsynth.benchmark.results import KEY_COLUMNS, WORLDCOVER_NOTE, json_safe, write_results
+from groundsynth.benchmark.sweep import RunTask, run_sweep, trainer_hardware
 from groundsynth.data.reader import DatasetReader, open_dataset
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.io import write_json
@@ -180,11 +182,14 @@ def _train_one(
     seed: int,
     run_dir: Path,
     floors: FloorStore | None = None,
+    trainer_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, test and save one run; return its metrics (the ``metrics.json`` content).
 
     ``floors``: where the regime's pixel floor is kept; with it (on rank zero) the metrics get
-    the ``learning`` block of :mod:`groundsynth.benchmark.learning`.
+    the ``learning`` block of :mod:`groundsynth.benchmark.learning`. ``trainer_options``:
+    hardware options overriding ``cfg``'s (:func:`~groundsynth.benchmark.sweep.trainer_hardware`;
+    a Ray task trains on one device).
     """
     L = lazy_import("lightning.pytorch")
     torch = lazy_import("torch")
@@ -193,6 +198,7 @@ def _train_one(
 
     t0 = time.time()
     rank_zero = _global_rank() == 0
+    hardware = trainer_hardware(cfg, trainer_options)
     identity = cfg.run_identity(arch, regime.name, seed)
     run = start_run(run_dir, "train", identity, seeds={"run": seed}) if rank_zero else None
     # Lightning's `deterministic` flips a process-wide torch switch: restore it afterwards.
@@ -214,7 +220,7 @@ def _train_one(
                 cfg.batch_size,
                 cfg.eval_batch_size,
                 cfg.workers,
-                pin_memory=torch.cuda.is_available() and cfg.accelerator != "cpu",
+                pin_memory=torch.cuda.is_available() and hardware["accelerator"] != "cpu",
             ),
         )
         module = SegmentationModule(model, cfg.optim(), dm.test_names)
@@ -235,10 +241,7 @@ def _train_one(
             check_on_train_epoch_end=False,
         )  # fmt: skip
         trainer = L.Trainer(
-            accelerator=cfg.accelerator,
-            devices=cfg.devices,
-            num_nodes=cfg.num_nodes,
-            strategy=cfg.strategy,
+            **hardware,
             precision=cfg.precision,
             deterministic=cfg.deterministic,
             max_epochs=cfg.max_epochs,
@@ -248,7 +251,6 @@ def _train_one(
             callbacks=[ckpt, stop],
             logger=CSVLogger(run_dir, name="lightning", version=""),
             default_root_dir=run_dir,
-            enable_progress_bar=cfg.progress,
             enable_model_summary=False,
             use_distributed_sampler=False,
             log_every_n_steps=1,
@@ -329,6 +331,7 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
             anything is written).
         OutputConflictError: ``out`` holds runs made with other settings, another command's
             run, or other files.
+        TaskError: a run failed on a Ray worker (named; runs in flight still finish).
     """
     t0 = time.time()
     cfg = config.resolved()
@@ -349,15 +352,15 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
     # Find finished runs (and conflicting ones) before anything is written.
     plan = [
         (
-            arch,
-            regime,
-            seed,
+            RunTask("segmentation", cfg, regime.name, seed,
+                    str(_run_dir(out, arch, regime, seed)), arch),
             _finished(_run_dir(out, arch, regime, seed), cfg.run_identity(arch, regime.name, seed)),
         )
         for regime in regimes
         for arch in cfg.archs
         for seed in cfg.seeds
-    ]
+    ]  # fmt: skip
+    by_name = {regime.name: regime for regime in regimes}
     rank_zero = _global_rank() == 0
     run = (
         start_run(out, "benchmark-segmentation", cfg, seeds={"seeds": list(cfg.seeds)})
@@ -365,24 +368,16 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         else None
     )
     floors = FloorStore(out / "floors") if rank_zero else None  # one floor per training set
+
+    def train_here(task: RunTask) -> dict[str, Any]:
+        regime = by_name[task.regime]
+        return _train_one(cfg, readers, str(task.arch), regime, task.seed, Path(task.run_dir),
+                          floors)  # fmt: skip
+
     try:
-        rows: list[dict[str, Any]] = []
-        trained: list[str] = []
-        skipped: list[str] = []
-        for arch, regime, seed, done in plan:
-            run_dir = _run_dir(out, arch, regime, seed)
-            key = f"{arch}/{regime.name}/seed{seed}"
-            if done is not None:
-                log.info("skipping finished run %s", key)
-                skipped.append(key)
-                rows += _rows(done)
-                continue
-            if rank_zero and run_dir.exists():
-                log.info("clearing unfinished run %s", run_dir)
-                shutil.rmtree(run_dir)
-            log.info("training %s", key)
-            rows += _rows(_train_one(cfg, readers, arch, regime, seed, run_dir, floors))
-            trained.append(key)
+        sweep = run_sweep(cfg, plan, train_here, rank_zero=rank_zero)
+        trained, skipped = sweep.trained, sweep.skipped
+        rows = [row for _, metrics in sweep.done for row in _rows(metrics)]
         rows.sort(key=lambda r: tuple(str(r[k]) for k in KEY_COLUMNS))
         notes = [
             WORLDCOVER_NOTE,
@@ -402,6 +397,7 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
                         "trained": trained,
                         "resumed": skipped,
                         "encoder_weights": weights.get("encoder_weights"),
+                        "executor": sweep.executor,
                     },
                 )
     finally:

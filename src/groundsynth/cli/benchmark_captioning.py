@@ -10,7 +10,15 @@ from rich.table import Table
 
 from groundsynth.cli._common import console, friendly
 from groundsynth.cli._groups import benchmark_app
-from groundsynth.cli.evaluate import _deterministic, _devices, _seeds
+from groundsynth.cli.evaluate import (
+    SWEEP_EXECUTOR,
+    SWEEP_RAY_ADDRESS,
+    SWEEP_RAY_CPUS,
+    SWEEP_RAY_GPUS,
+    _deterministic,
+    _devices,
+    _seeds,
+)
 
 __all__ = ["register"]
 
@@ -92,6 +100,10 @@ def captioning_cmd(
         "warn", help="Deterministic algorithms: warn, true or false."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    executor: str = SWEEP_EXECUTOR,
+    ray_address: str | None = SWEEP_RAY_ADDRESS,
+    ray_cpus: float = SWEEP_RAY_CPUS,
+    ray_gpus: float = SWEEP_RAY_GPUS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train and test image captioners per (regime, seed): BLEU, METEOR, ROUGE-L, CIDEr-D and
@@ -110,6 +122,8 @@ def captioning_cmd(
     steps); use a GPU (--accelerator gpu) for real checkpoints.
 
     Example: `groundsynth benchmark captioning --real data/ --synthetic synth/ --train real --train real,synthetic:0.5 --seeds 3 --out bench-cap/`
+
+    One Ray task per run, a GPU each: `groundsynth benchmark captioning --real data/ --seeds 3 --out bench-cap/ --executor ray --ray-address auto --ray-gpus 1`
 
     Standard benchmarks: `--real dataset_rsicd.json --real-images RSICD_images/ --model vit-gpt2-checkpoint/`
     """
@@ -156,6 +170,10 @@ def captioning_cmd(
         precision=precision,
         deterministic=_deterministic(deterministic),  # type: ignore[arg-type]
         progress=progress,
+        executor=executor,  # type: ignore[arg-type]
+        ray_address=ray_address,
+        ray_cpus=ray_cpus,
+        ray_gpus=ray_gpus,
     )
     if dry_run:
         console.print(yaml.safe_dump(to_plain(cfg.resolved()), sort_keys=False), highlight=False)

@@ -10,7 +10,15 @@ from rich.table import Table
 
 from groundsynth.cli._common import console, friendly
 from groundsynth.cli._groups import benchmark_app
-from groundsynth.cli.evaluate import _deterministic, _devices, _seeds
+from groundsynth.cli.evaluate import (
+    SWEEP_EXECUTOR,
+    SWEEP_RAY_ADDRESS,
+    SWEEP_RAY_CPUS,
+    SWEEP_RAY_GPUS,
+    _deterministic,
+    _devices,
+    _seeds,
+)
 
 __all__ = ["register"]
 
@@ -86,6 +94,10 @@ def retrieval_cmd(
         "warn", help="Deterministic algorithms: warn, true or false."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    executor: str = SWEEP_EXECUTOR,
+    ray_address: str | None = SWEEP_RAY_ADDRESS,
+    ray_cpus: float = SWEEP_RAY_CPUS,
+    ray_gpus: float = SWEEP_RAY_GPUS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train and test dual encoders per (regime, seed): image→text and text→image R@1/5/10.
@@ -100,6 +112,8 @@ def retrieval_cmd(
     (300 steps: a few minutes per run); use a GPU (--accelerator gpu) for ViT-B models.
 
     Example: `groundsynth benchmark retrieval --real data/ --synthetic synth/ --train real --train real,synthetic:0.5 --seeds 3 --out bench-ret/`
+
+    One Ray task per run, a GPU each: `groundsynth benchmark retrieval --real data/ --seeds 3 --out bench-ret/ --executor ray --ray-address auto --ray-gpus 1`
 
     Standard benchmarks: `--real dataset_rsicd.json --real-images RSICD_images/ --pretrained RemoteCLIP-ViT-B-32.pt --model ViT-B-32`
     """
@@ -142,6 +156,10 @@ def retrieval_cmd(
         precision=precision,
         deterministic=_deterministic(deterministic),  # type: ignore[arg-type]
         progress=progress,
+        executor=executor,  # type: ignore[arg-type]
+        ray_address=ray_address,
+        ray_cpus=ray_cpus,
+        ray_gpus=ray_gpus,
     )
     if dry_run:
         console.print(yaml.safe_dump(to_plain(cfg.resolved()), sort_keys=False), highlight=False)

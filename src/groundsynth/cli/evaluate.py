@@ -59,6 +59,32 @@ def _deterministic(text: str) -> bool | str:
     raise typer.BadParameter(f"--deterministic expects warn, true or false, got {text!r}")
 
 
+# Options shared by every `benchmark` command: where its runs train (see benchmark.sweep).
+SWEEP_EXECUTOR = typer.Option(
+    "local",
+    "--executor",
+    help="Where runs train: local (here, one after the other) or ray (each (arch, regime, "
+    "seed) run as one Ray task, on one device; pip install 'groundsynth[distributed]'). The "
+    "run folders and tables are the same either way, and a benchmark resumes on either.",
+)
+SWEEP_RAY_ADDRESS = typer.Option(
+    None,
+    "--ray-address",
+    help="Ray cluster to join: auto (the one `ray start --head` started here), HOST:PORT or "
+    "ray://HOST:PORT. Default: start a local cluster for the sweep. On a cluster, every node "
+    "needs groundsynth and the datasets and --out at the same path.",
+)
+SWEEP_RAY_CPUS = typer.Option(
+    1.0, "--ray-cpus", help="CPUs reserved per run (Ray task): how many run at once."
+)
+SWEEP_RAY_GPUS = typer.Option(
+    0.0,
+    "--ray-gpus",
+    help="GPUs reserved per run (Ray task): 1 gives each run a GPU, 0.5 puts two runs on a "
+    "GPU; 0 trains on the CPU.",
+)
+
+
 def _pct(mean: float, std: float) -> str:
     if mean is None or math.isnan(mean):
         return "n/a"
@@ -139,6 +165,10 @@ def segmentation_cmd(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show Lightning's progress bar."
     ),
+    executor: str = SWEEP_EXECUTOR,
+    ray_address: str | None = SWEEP_RAY_ADDRESS,
+    ray_cpus: float = SWEEP_RAY_CPUS,
+    ray_gpus: float = SWEEP_RAY_GPUS,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train and test segmenters per (architecture, regime, seed); tables with 95 % CIs.
@@ -150,6 +180,8 @@ def segmentation_cmd(
     are skipped. Multi-GPU: --devices 2 --strategy ddp.
 
     Example: `groundsynth benchmark segmentation --real data/ --synthetic synth/ --train real --train real,synthetic:0.5 --archs unet,fpn --seeds 3 --out bench/`
+
+    The same sweep with one Ray task per run, a GPU each: `groundsynth benchmark segmentation --real data/ --archs unet,fpn --seeds 3 --out bench/ --executor ray --ray-address auto --ray-gpus 1`
     """
     import yaml
 
@@ -190,6 +222,10 @@ def segmentation_cmd(
         precision=precision,
         deterministic=_deterministic(deterministic),  # type: ignore[arg-type]
         progress=progress,
+        executor=executor,  # type: ignore[arg-type]
+        ray_address=ray_address,
+        ray_cpus=ray_cpus,
+        ray_gpus=ray_gpus,
     )
     if dry_run:
         console.print(yaml.safe_dump(to_plain(cfg.resolved()), sort_keys=False), highlight=False)
