@@ -53,6 +53,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/data/test_build.py::test_blocked_splits_are_deterministic_and_spatial",
     ],
     "generate/pseudo_label.py": ["tests/benchmark/test_pseudo_label.py"],
+    "generate/pseudo_label_chunks.py": ["tests/benchmark/test_pseudo_label.py"],
     "io.py": ["tests/test_io.py"],
 }
 

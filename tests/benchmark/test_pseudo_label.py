@@ -196,7 +196,8 @@ def test_summaries_are_the_predictions_of_mixed_sizes_and_a_bad_file(
     images = {f"{i:04d}": rng.integers(0, 256, s, dtype=np.uint8) for i, s in enumerate(shapes)}
     for name, image in images.items():
         Image.fromarray(image).save(folder / f"{name}.png")
-    (folder / "0002b.png").write_bytes(b"not a png")
+    # first in its chunk (0001b, 0002): the image after it is still labelled
+    (folder / "0001b.png").write_bytes(b"not a png")
     out = tmp_path / "pl"
     result = pseudo_label(
         PseudoLabelConfig(
@@ -228,8 +229,8 @@ def test_summaries_are_the_predictions_of_mixed_sizes_and_a_bad_file(
         ["0000", "0001"], ["0002"], ["0003"]
     ]  # fmt: skip
     ((skip,),) = [rec["skipped"] for rec in records if rec["skipped"]]
-    assert skip["id"] == "0002b" and skip["reason"] == "unreadable"
-    assert skip["path"] == str(folder / "0002b.png") and "0002b.png" in skip["message"]
+    assert skip["id"] == "0001b" and skip["reason"] == "unreadable"
+    assert skip["path"] == str(folder / "0001b.png") and "0001b.png" in skip["message"]
 
 
 @pytest.mark.parametrize("images", ["link", "copy"])
@@ -249,6 +250,17 @@ def test_rgb_png_inputs_are_linked_or_copied(tiny_checkpoint, tmp_path, images):
     assert dst.read_bytes() == src.read_bytes()
     assert os.path.samefile(src, dst) == (images == "link")
     assert sorted(p.name for p in dst.parent.iterdir()) == ["a.png"]
+    # a run stopped after placing a chunk's files but before recording it: redone cleanly,
+    # without a temporary left beside the image (renaming a link onto itself does nothing)
+    (out / ".pseudo-label" / "synth" / "000000.json").unlink()
+    pseudo_label(
+        PseudoLabelConfig(
+            dataset=str(folder), model=str(tiny_checkpoint), out=str(out), device="cpu",
+            images=images,
+        )
+    )  # fmt: skip
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["a.png"]
+    assert os.path.samefile(src, dst) == (images == "link")
 
 
 def _png_folder(folder, names, broken=()):
@@ -303,6 +315,7 @@ def test_manifest_and_config_record_the_run(tiny_checkpoint, tmp_path, monkeypat
     assert manifest["stage"] == "pseudo-label" and (out / "pseudo-label.log").is_file()
     assert manifest["inputs"] == [str(root), str(model)]
     assert manifest["chunks"] == {"total": 2, "resumed": 0}  # a, b, bad | c
+    assert manifest["executor"] == {"name": "local"}  # labelled here, not on Ray
     outputs = manifest["outputs"]
     files = outputs.pop("files")
     meta = pd.read_parquet(out / "metadata.parquet")
@@ -345,6 +358,8 @@ def test_config_checks_each_option_at_its_boundary(tmp_path):
             PseudoLabelConfig(dataset="d", model="m", **bad)
     with pytest.raises(InputError, match="images must be 'link' or 'copy', got 'move'"):
         PseudoLabelConfig(dataset="d", model="m", images="move")
+    with pytest.raises(InputError, match=r"a Ray address \(.auto.\) needs the ray executor"):
+        PseudoLabelConfig(dataset="d", model="m", ray_address="auto")
     for split in ("a/b", ""):
         with pytest.raises(InputError, match=f"bad split name '{split}'"):
             PseudoLabelConfig(dataset="d", model="m", folder_split=split)

