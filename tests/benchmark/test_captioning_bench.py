@@ -125,13 +125,16 @@ def test_tiny_captioner_overfits_one_batch_and_decodes_its_captions() -> None:
     opt = torch.optim.AdamW(cap.model.parameters(), lr=3e-3)
     losses = []
     cap.model.train()
-    for _ in range(120):
+    # until the batch is learnt (about 120 steps; thread counts change the path a little)
+    for _ in range(500):
         loss = cap.loss(pixels, *targets)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+        if losses[-1] < 0.01:
+            break
+    assert losses[-1] < 0.01 < 0.1 * losses[0], (losses[0], losses[-1], len(losses))
     cap.model.eval()
     greedy = cap.generate(pixels, num_beams=1, max_new_tokens=12)
     assert greedy == texts

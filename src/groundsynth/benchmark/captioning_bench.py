@@ -75,9 +75,9 @@ from groundsynth.benchmark.captioning_module import (
 )
 from groundsynth.benchmark.data import DataPart, Regime, resolve_part
 from groundsynth.benchmark.interrupt import reraise_interrupt
-from groundsynth.benchmark.pairs import PairSet, PairSource
+from groundsynth.benchmark.pairs import PairSet, PairSource, open_sources, regime_pairs
 from groundsynth.benchmark.results import json_safe, mean_std_ci
-from groundsynth.benchmark.retrieval_bench import _device, _run_dir, _train_sets
+from groundsynth.benchmark.retrieval_bench import _device, _run_dir
 from groundsynth.benchmark.segmentation import _finished, _global_rank
 from groundsynth.benchmark.sweep import RunTask, run_sweep, trainer_hardware
 from groundsynth.classes import CLASS_NAMES
@@ -161,14 +161,6 @@ def learning_check(
             "learned": learned, "passed": all(learned.values())}  # fmt: skip
 
 
-def _sources(cfg: CaptioningBenchConfig) -> dict[str, PairSource]:
-    given = {
-        "real": (cfg.real, cfg.real_images),
-        "synthetic": (cfg.synthetic, cfg.synthetic_images),
-    }
-    return {k: PairSource(p, images=i, streams=cfg.streams) for k, (p, i) in given.items() if p}
-
-
 def _eval_sets(
     cfg: CaptioningBenchConfig, sources: dict[str, PairSource], seed: int
 ) -> tuple[PairSet, dict[str, EvalSet]]:
@@ -245,7 +237,7 @@ def _train_one(
            torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
     try:
         L.seed_everything(seed, workers=True, verbose=False)
-        train_sets, described = _train_sets(regime, sources, seed)
+        train_sets, described = regime_pairs(regime, sources, seed)
         captioner = build_captioner(cfg.spec(), _texts(train_sets))
         val, tests = _eval_sets(cfg, sources, seed)
         common = frequent_caption(train_sets)
@@ -436,10 +428,10 @@ def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchRe
     if check_run_dir(out, to_plain(cfg), what="captioning benchmark", ignore=NOT_IDENTITY,
                      required=CAPTIONING_KEYS):  # fmt: skip
         log.info("%s: resuming the benchmark already there", out)
-    sources = _sources(cfg)
+    sources = open_sources(cfg)
     regimes = cfg.regimes()
     for regime in regimes:  # bad splits, amounts and vocabularies fail before anything is written
-        sets, _ = _train_sets(regime, sources, cfg.seeds[0])
+        sets, _ = regime_pairs(regime, sources, cfg.seeds[0])
         if cfg.spec().is_tiny:
             build_captioner(cfg.spec(), _texts(sets))
     _eval_sets(cfg, sources, cfg.seeds[0])

@@ -7,14 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from groundsynth.benchmark.data import (
-    DataPart,
     LoaderOptions,
-    Regime,
-    parse_eval_sets,
-    parse_regime,
 )
 from groundsynth.benchmark.lightning_module import OptimConfig
 from groundsynth.benchmark.model import ModelSpec
+from groundsynth.benchmark.options import DataOptions
 from groundsynth.benchmark.sweep import EXECUTION, check_sweep_options
 from groundsynth.benchmark.weights import is_weights_name, resolve_weights
 from groundsynth.errors import InputError
@@ -38,7 +35,7 @@ BENCHMARK_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "archs"
 
 
 @dataclass(frozen=True)
-class BenchmarkConfig:
+class BenchmarkConfig(DataOptions):
     """Resolved options of a segmentation benchmark (saved as ``config.yaml``).
 
     Data: ``real`` / ``synthetic`` dataset directories; ``train`` regimes, ``val`` set and
@@ -100,26 +97,7 @@ class BenchmarkConfig:
     ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.real is None and self.synthetic is None:
-            raise InputError("no dataset given: pass --real DIR and/or --synthetic DIR")
-        if not self.train:
-            raise InputError("no training regime given (e.g. --train real)")
-        for text in self.train:
-            parse_regime(text)
-        names = [parse_regime(t).name for t in self.train]
-        if len(set(names)) != len(names):
-            raise InputError(f"a training regime is given twice: {names}")
-        if len(parse_eval_sets(self.val, "--val")) != 1:
-            raise InputError(f"--val takes one set (e.g. real), got {self.val!r}")
-        given = {"real": self.real, "synthetic": self.synthetic}
-        for what, parts in (
-            *((f"--train {r.name}", r.parts) for r in self.regimes()),
-            (f"--val {self.val}", (self.val_set(),)),
-            (f"--test {self.test}", self.test_sets()),
-        ):
-            for part in parts:
-                if given[part.source] is None:
-                    raise InputError(f"{what}: uses {part.source} data; pass --{part.source} DIR")
+        self.check_data(" DIR")
         if not self.archs:
             raise InputError("no architecture given (e.g. --archs unet,fpn)")
         if len(set(self.archs)) != len(self.archs):
@@ -152,15 +130,6 @@ class BenchmarkConfig:
         check_sweep_options(self)
 
     # ------------------------------------------------------------ derived settings
-    def regimes(self) -> list[Regime]:
-        return [parse_regime(t) for t in self.train]
-
-    def val_set(self) -> DataPart:
-        return parse_eval_sets(self.val, "--val")[0]
-
-    def test_sets(self) -> tuple[DataPart, ...]:
-        return parse_eval_sets(self.test, "--test")
-
     def model_spec(self, arch: str) -> ModelSpec:
         return ModelSpec(
             arch=arch,

@@ -28,6 +28,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +37,10 @@ from groundsynth.caption.corpora import detect_format, read_captions
 from groundsynth.data.reader import filename_to_id, open_dataset, order_splits
 from groundsynth.errors import InputError
 
-__all__ = ["PairSet", "PairSource", "open_pairs"]
+if TYPE_CHECKING:
+    from groundsynth.benchmark.data import Regime
+
+__all__ = ["PairSet", "PairSource", "open_pairs", "open_sources", "regime_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -253,3 +257,30 @@ def open_pairs(
 ) -> PairSource:
     """A :class:`PairSource` (see there)."""
     return PairSource(path, images=images, streams=streams)
+
+
+def open_sources(cfg: Any) -> dict[str, PairSource]:
+    """The ``real`` / ``synthetic`` pair sources of a multimodal benchmark config (its
+    ``real``, ``real_images``, ``synthetic``, ``synthetic_images`` and ``streams``)."""
+    given = {
+        "real": (cfg.real, cfg.real_images),
+        "synthetic": (cfg.synthetic, cfg.synthetic_images),
+    }
+    return {k: PairSource(p, images=i, streams=cfg.streams) for k, (p, i) in given.items() if p}
+
+
+def regime_pairs(
+    regime: Regime, sources: dict[str, PairSource], seed: int
+) -> tuple[list[PairSet], list[dict[str, Any]]]:
+    """The pair sets a regime trains on (one per part, chosen with ``seed`` like the
+    segmentation benchmark's samples) and a description of each for the run's metrics."""
+    from groundsynth.benchmark.data import resolve_regime
+
+    chosen = resolve_regime(regime, sources, seed)  # type: ignore[arg-type]
+    sets = [src.pairs(split, ids) for src, split, ids in chosen]  # type: ignore[attr-defined]
+    described = [
+        {"part": p.label, "root": str(src.root), "split": split, "images": len(ids),
+         "captions": len(s.texts)}
+        for p, (src, split, ids), s in zip(regime.parts, chosen, sets, strict=True)
+    ]  # fmt: skip
+    return sets, described

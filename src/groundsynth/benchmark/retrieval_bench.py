@@ -42,10 +42,10 @@ import pandas as pd
 from scipy import stats
 
 from groundsynth._optional import lazy_import
-from groundsynth.benchmark.data import DataPart, Regime, resolve_part, resolve_regime
+from groundsynth.benchmark.data import DataPart, Regime, resolve_part
 from groundsynth.benchmark.dual_encoder import build_dual_encoder, save_dual_encoder
 from groundsynth.benchmark.interrupt import reraise_interrupt
-from groundsynth.benchmark.pairs import PairSet, PairSource
+from groundsynth.benchmark.pairs import PairSet, PairSource, open_sources, regime_pairs
 from groundsynth.benchmark.results import json_safe, mean_std_ci
 from groundsynth.benchmark.retrieval_config import (
     NOT_IDENTITY,
@@ -107,14 +107,6 @@ def learning_check(
             "passed": all(learned.values())}  # fmt: skip
 
 
-def _sources(cfg: RetrievalBenchConfig) -> dict[str, PairSource]:
-    given = {
-        "real": (cfg.real, cfg.real_images),
-        "synthetic": (cfg.synthetic, cfg.synthetic_images),
-    }
-    return {k: PairSource(p, images=i, streams=cfg.streams) for k, (p, i) in given.items() if p}
-
-
 def _eval_sets(
     cfg: RetrievalBenchConfig, sources: dict[str, PairSource], seed: int
 ) -> tuple[PairSet, dict[str, PairSet]]:
@@ -124,19 +116,6 @@ def _eval_sets(
 
     val = one(cfg.val_set(), "val")[1]
     return val, dict(one(p, "test") for p in cfg.test_sets())
-
-
-def _train_sets(
-    regime: Regime, sources: dict[str, PairSource], seed: int
-) -> tuple[list[PairSet], list[dict[str, Any]]]:
-    chosen = resolve_regime(regime, sources, seed)  # type: ignore[arg-type]
-    sets = [src.pairs(split, ids) for src, split, ids in chosen]  # type: ignore[attr-defined]
-    described = [
-        {"part": p.label, "root": str(src.root), "split": split, "images": len(ids),
-         "captions": len(s.texts)}
-        for p, (src, split, ids), s in zip(regime.parts, chosen, sets, strict=True)
-    ]  # fmt: skip
-    return sets, described
 
 
 def _run_dir(out: Path, regime: Regime, seed: int) -> Path:
@@ -179,7 +158,7 @@ def _train_one(
     try:
         L.seed_everything(seed, workers=True, verbose=False)
         encoder = build_dual_encoder(cfg.spec())
-        train_sets, described = _train_sets(regime, sources, seed)
+        train_sets, described = regime_pairs(regime, sources, seed)
         val, tests = _eval_sets(cfg, sources, seed)
         eval_bs = cfg.eval_batch_size or cfg.batch_size
         floor = (
@@ -333,10 +312,10 @@ def run_retrieval_benchmark(config: RetrievalBenchConfig) -> RetrievalBenchResul
     if check_run_dir(out, to_plain(cfg), what="retrieval benchmark", ignore=NOT_IDENTITY,
                      required=RETRIEVAL_KEYS):  # fmt: skip
         log.info("%s: resuming the benchmark already there", out)
-    sources = _sources(cfg)
+    sources = open_sources(cfg)
     regimes = cfg.regimes()
     for regime in regimes:  # bad splits and amounts fail before anything is written
-        _train_sets(regime, sources, cfg.seeds[0])
+        regime_pairs(regime, sources, cfg.seeds[0])
     _eval_sets(cfg, sources, cfg.seeds[0])
     build_dual_encoder(cfg.spec())
     plan = [

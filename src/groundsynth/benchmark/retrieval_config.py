@@ -6,8 +6,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from groundsynth.benchmark.data import DataPart, Regime, parse_eval_sets, parse_regime
 from groundsynth.benchmark.dual_encoder import DualEncoderSpec
+from groundsynth.benchmark.options import DataOptions, check_training
 from groundsynth.benchmark.retrieval_module import RetrievalOptim
 from groundsynth.benchmark.sweep import EXECUTION, check_sweep_options
 from groundsynth.errors import InputError
@@ -22,7 +22,7 @@ RETRIEVAL_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "model"
 
 
 @dataclass(frozen=True)
-class RetrievalBenchConfig:
+class RetrievalBenchConfig(DataOptions):
     """Resolved options of a retrieval benchmark (saved as ``config.yaml``).
 
     Data: ``real`` / ``synthetic`` — a dataset directory with captions tables, or a
@@ -78,53 +78,14 @@ class RetrievalBenchConfig:
     ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.real is None and self.synthetic is None:
-            raise InputError("no dataset given: pass --real and/or --synthetic")
-        if not self.train:
-            raise InputError("no training regime given (e.g. --train real)")
-        names = [parse_regime(t).name for t in self.train]
-        if len(set(names)) != len(names):
-            raise InputError(f"a training regime is given twice: {names}")
-        if len(parse_eval_sets(self.val, "--val")) != 1:
-            raise InputError(f"--val takes one set (e.g. real), got {self.val!r}")
-        given = {"real": self.real, "synthetic": self.synthetic}
-        for what, parts in (
-            *((f"--train {r.name}", r.parts) for r in self.regimes()),
-            (f"--val {self.val}", (self.val_set(),)),
-            (f"--test {self.test}", self.test_sets()),
-        ):
-            for part in parts:
-                if given[part.source] is None:
-                    raise InputError(f"{what}: uses {part.source} data; pass --{part.source}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise InputError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
+        self.check_data()
         if self.batch_size < 2:
             raise InputError(f"batch_size must be >= 2 (contrastive pairs), got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise InputError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.max_epochs < 1 or (self.max_steps != -1 and self.max_steps < 1):
-            raise InputError(
-                f"max_epochs must be >= 1 and max_steps >= 1 or -1, got {self.max_epochs}, {self.max_steps}"
-            )
-        if self.patience < 1 or self.val_every < 1 or self.num_nodes < 1 or self.workers < 0:
-            raise InputError("patience, val_every and num_nodes must be >= 1 and workers >= 0")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.warmup < 1:
-            raise InputError("lr must be > 0, weight_decay >= 0 and warmup within [0, 1)")
-        if self.deterministic not in (True, False, "warn"):
-            raise InputError(
-                f"deterministic must be true, false or 'warn', got {self.deterministic!r}"
-            )
+        check_training(self)
         check_sweep_options(self)
         self.spec()
-
-    def regimes(self) -> list[Regime]:
-        return [parse_regime(t) for t in self.train]
-
-    def val_set(self) -> DataPart:
-        return parse_eval_sets(self.val, "--val")[0]
-
-    def test_sets(self) -> tuple[DataPart, ...]:
-        return parse_eval_sets(self.test, "--test")
 
     def spec(self) -> DualEncoderSpec:
         return DualEncoderSpec(self.model, self.pretrained, self.image_size, self.context_length)

@@ -160,22 +160,24 @@ def _segmentation_run(task: RunTask) -> Metrics:
 
 def _retrieval_run(task: RunTask) -> Metrics:
     from groundsynth.benchmark.data import parse_regime
-    from groundsynth.benchmark.retrieval_bench import _sources, _train_one
+    from groundsynth.benchmark.pairs import open_sources
+    from groundsynth.benchmark.retrieval_bench import _train_one
 
     cfg = task.config
     return _train_one(
-        cfg, _sources(cfg), parse_regime(task.regime), task.seed, Path(task.run_dir),
+        cfg, open_sources(cfg), parse_regime(task.regime), task.seed, Path(task.run_dir),
         trainer_options=_on_worker(cfg),
     )  # fmt: skip
 
 
 def _captioning_run(task: RunTask) -> Metrics:
-    from groundsynth.benchmark.captioning_bench import _sources, _train_one
+    from groundsynth.benchmark.captioning_bench import _train_one
     from groundsynth.benchmark.data import parse_regime
+    from groundsynth.benchmark.pairs import open_sources
 
     cfg = task.config
     return _train_one(
-        cfg, _sources(cfg), parse_regime(task.regime), task.seed, Path(task.run_dir),
+        cfg, open_sources(cfg), parse_regime(task.regime), task.seed, Path(task.run_dir),
         trainer_options=_on_worker(cfg),
     )  # fmt: skip
 
