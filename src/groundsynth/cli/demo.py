@@ -71,7 +71,7 @@ def demo_cmd(
     if experiment and preset == "small":
         console.print(
             "the demo trains about 40 small models: roughly 2,750 CPU-seconds (39 minutes on 2 "
-            "busy cores); --no-experiment runs the data and caption steps alone in a minute"
+            "busy cores); --no-experiment runs only the data and caption steps"
         )
     cfg = DemoConfig(
         out=str(out), size=size, patch_size=patch_size, seed=seed, workers=workers,
