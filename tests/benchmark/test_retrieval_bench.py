@@ -309,3 +309,22 @@ def test_nwpu_captions_json_reads_as_pairs_with_class_folders(tmp_path: Path) ->
     assert [pairs.text(j) for j in range(5)] == ["a", "b", "c", "d", "e"]
     assert pairs.image_of_text.tolist() == [0, 0, 0, 1, 1]
     assert pairs.image_paths[1] == tmp_path / "NWPU" / "river" / "river_007.jpg"
+
+
+def test_aras400k_layout_pairs_come_from_its_one_captions_table(tmp_path: Path) -> None:
+    from groundsynth.data import contract
+    from tests.data.test_reader import ARAS_IDS, make_aras
+
+    root = make_aras(tmp_path / "aras")
+    src = PairSource(root)
+    assert src.splits() == ["train", "val", "test", "synth"]
+    n = len(contract.CAPTION_STREAMS)
+    for split, ids in ARAS_IDS.items():
+        pairs = src.pairs(split)  # the shared table, filtered on its split column
+        assert sorted(pairs.image_ids) == sorted(ids)
+        assert len(pairs.texts) == n * len(ids)
+        for i, image_id in enumerate(pairs.image_ids):
+            got = {pairs.text(j) for j in np.flatnonzero(pairs.image_of_text == i)}
+            assert all(image_id in t for t in got) and len(got) == n
+    one = PairSource(root, streams=(contract.CAPTION_STREAMS[0],)).pairs("synth")
+    assert len(one.texts) == 3

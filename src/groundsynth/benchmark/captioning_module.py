@@ -22,7 +22,6 @@ caption ↔ map consistency (:mod:`groundsynth.evaluate.caption_consistency`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from groundsynth._optional import lazy_import
 from groundsynth.benchmark.captioner import ImageCaptioner
 from groundsynth.benchmark.pairs import PairSet
-from groundsynth.data.reader import read_rgb
+from groundsynth.benchmark.retrieval_module import PairImages, warmup_cosine_adamw
 from groundsynth.evaluate.captioning import CaptioningScorer, score_corpus
 
 torch = lazy_import("torch")
@@ -61,26 +60,12 @@ class CaptioningOptim:
     warmup: float = 0.1
 
 
-class CaptionImages(torch.utils.data.Dataset):
-    """The images of pair sets. ``train``: ``(pixels, caption)`` with a random caption of
-    the image; else ``(image index, pixels)``."""
+class CaptionImages(PairImages):
+    """:class:`~groundsynth.benchmark.retrieval_module.PairImages` of a captioner."""
 
-    def __init__(self, sets: Sequence[PairSet], captioner: ImageCaptioner, train: bool) -> None:
-        self.set = PairSet.concat(list(sets)) if len(sets) != 1 else sets[0]
-        self.captioner = captioner
-        self.train = train
-        self.captions = self.set.captions_of() if train else None
-
-    def __len__(self) -> int:
-        return self.set.n_images
-
-    def __getitem__(self, i: int) -> Any:
-        pixels = self.captioner.preprocess(read_rgb(self.set.image_paths[i])[None])[0]
-        if not self.train:
-            return i, pixels
-        caps = self.captions[i]
-        j = int(caps[int(torch.randint(len(caps), ()))])
-        return pixels, self.set.text(j)
+    @property
+    def captioner(self) -> ImageCaptioner:
+        return self.encoder
 
 
 def _train_collate(captioner: ImageCaptioner) -> Callable[[list[tuple[Any, str]]], tuple]:
@@ -283,21 +268,5 @@ class CaptionerModule(L.LightningModule):
             }
 
     def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
-        for _, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=self.optim.lr,
-        )  # fmt: skip
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = max(1, int(self.optim.warmup * total))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine_adamw(self.model, self.optim, total)

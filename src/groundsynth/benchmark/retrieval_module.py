@@ -42,6 +42,7 @@ __all__ = [
     "RetrievalOptim",
     "embed_pairs",
     "score_pairs",
+    "warmup_cosine_adamw",
 ]
 
 #: Logged value that early stopping and the kept weights follow.
@@ -57,9 +58,10 @@ class RetrievalOptim:
 
 class PairImages(torch.utils.data.Dataset):
     """The images of pair sets. ``train``: ``(pixels, caption)`` with a random caption of
-    the image; else ``(image index, pixels)``."""
+    the image; else ``(image index, pixels)``. ``encoder``: any model with ``preprocess``
+    (uint8 ``(B, H, W, 3)`` -> its input)."""
 
-    def __init__(self, sets: Sequence[PairSet], encoder: DualEncoder, train: bool) -> None:
+    def __init__(self, sets: Sequence[PairSet], encoder: Any, train: bool) -> None:
         self.set = PairSet.concat(list(sets)) if len(sets) != 1 else sets[0]
         self.encoder = encoder
         self.train = train
@@ -216,20 +218,28 @@ class DualEncoderModule(L.LightningModule):
             }
 
     def configure_optimizers(self) -> Any:
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=self.optim.lr,
-        )  # fmt: skip
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = max(1, int(self.optim.warmup * total))
+        return warmup_cosine_adamw(self.model, self.optim, total)
 
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+def warmup_cosine_adamw(model: Any, optim: Any, total: int) -> dict[str, Any]:
+    """AdamW (no weight decay on gains, biases and scalars such as CLIP's temperature) with a
+    linear warm-up over ``optim.warmup`` of the ``total`` steps, then cosine decay to zero:
+    Lightning's ``configure_optimizers`` answer, stepped per batch."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr,
+    )  # fmt: skip
+    warm = max(1, int(optim.warmup * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
