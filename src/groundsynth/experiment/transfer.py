@@ -237,6 +237,7 @@ class _Experiment:
             steps = self.cfg.setting("diffusion_steps")
             if kind == "conditional-diffusion":
                 model.update(map_dropout=self.cfg.map_dropout, guidance=self.cfg.guidance)
+                model.update(self.preset.get("cond_diffusion", {}))
         run = self.out / "generators" / kind
         from groundsynth.generate.training import train_generator
 

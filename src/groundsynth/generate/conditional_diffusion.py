@@ -11,10 +11,20 @@ zeroed with probability ``map_dropout`` (all-zero channels are the "no map" inpu
 one-hot map); in sampling the model output is ``uncond + g * (cond - uncond)``. ``g`` 1 is the
 conditional model alone (one forward pass), ``g`` 0 the unconditional one (one pass), ``g`` > 1
 follows the map more closely at some cost in diversity.
+
+Class-mean prior (``mean_prior``): the model diffuses the *residual* ``x0 - mu(map)``, where
+``mu(map)`` paints each pixel with its class's mean colour over the training images (measured
+once before training, kept with the weights as the U-Net's ``class_colours`` buffer), and
+sampling adds ``mu(map)`` back. The map's colours are then right from the first step and the
+network's budget goes to texture and boundaries; without it a small model first learns layout
+and takes far longer to learn colour (on the demo's region A after 300 steps: shrub painted
+dark green, barren grey-green). Map dropout is unchanged: the unconditional branch models the
+residual without seeing the map, so ``g`` 0 still paints the class colours.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +42,7 @@ from groundsynth.generate.diffusion import (
     Denoiser,
     DiffusionConfig,
     DiffusionModule,
+    build_unet,
     sample_images,
 )
 from groundsynth.generate.seeds import derive_seed
@@ -39,9 +50,51 @@ from groundsynth.generate.seeds import derive_seed
 __all__ = [
     "ConditionalDiffusionConfig",
     "ConditionalDiffusionModule",
+    "build_conditional_unet",
+    "class_mean_image",
     "guided_denoiser",
+    "mean_colours",
     "sample_from_maps",
 ]
+
+#: name of the U-Net buffer holding the (classes, 3) mean colours of ``mean_prior``
+COLOURS = "class_colours"
+
+
+def build_conditional_unet(cfg: ConditionalDiffusionConfig, image_size: int) -> nn.Module:
+    """The map-conditioned U-Net of ``cfg``, with its (zeroed) ``class_colours`` buffer when
+    ``cfg.mean_prior``."""
+    unet = build_unet(cfg, image_size, NUM_CLASSES)
+    if getattr(cfg, "mean_prior", False):
+        unet.register_buffer(COLOURS, torch.zeros(NUM_CLASSES, 3))
+    return unet
+
+
+def class_mean_image(colours: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) image painting each pixel of the (B, H, W) ``masks`` with its class's
+    colour (a row of ``colours``)."""
+    return colours.to(masks.device)[masks.long()].permute(0, 3, 1, 2).contiguous()
+
+
+def mean_colours(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+    """(classes, 3) mean colour in the model range [-1, 1] of each class's pixels over the
+    (H, W, 3) uint8 image, (H, W) mask ``pairs`` (streamed); a class with no pixel gets the
+    mean colour of all pixels."""
+    sums = np.zeros((NUM_CLASSES, 3), np.float64)
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for image, mask in pairs:
+        m = np.asarray(mask, np.int64).ravel()
+        px = np.asarray(image, np.float64).reshape(-1, 3)
+        ok = (m >= 0) & (m < NUM_CLASSES)
+        counts += np.bincount(m[ok], minlength=NUM_CLASSES)
+        for c in range(3):
+            sums[:, c] += np.bincount(m[ok], weights=px[ok, c], minlength=NUM_CLASSES)
+    if not counts.sum():
+        raise InputError("no labelled pixel to measure class colours on")
+    overall = sums.sum(0) / counts.sum()
+    seen = counts > 0
+    means = np.where(seen[:, None], sums / np.maximum(counts, 1)[:, None], overall)
+    return torch.from_numpy(means / 127.5 - 1.0).float()
 
 
 @dataclass(frozen=True)
@@ -53,10 +106,13 @@ class ConditionalDiffusionConfig(DiffusionConfig):
             teaches the unconditional model classifier-free guidance needs; in [0, 1).
         guidance: guidance scale ``g`` used by ``generate`` unless it is given one (>= 0;
             1: the conditional model alone, 0: the unconditional one).
+        mean_prior: diffuse the residual from the map's class-mean colours (see the module
+            docstring).
     """
 
     map_dropout: float = 0.1
     guidance: float = 1.0
+    mean_prior: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,6 +165,8 @@ def sample_from_maps(
     device = next(unet.parameters()).device
     onehot = one_hot(masks.to(device), NUM_CLASSES)
     g = cfg.guidance if guidance is None else guidance
+    colours = getattr(unet, COLOURS, None)
+    offset = None if colours is None else class_mean_image(colours, masks.to(device))
     return sample_images(
         unet,
         cfg,
@@ -118,6 +176,7 @@ def sample_from_maps(
         steps=steps,
         autocast=autocast,
         denoise=guided_denoiser(unet, onehot, g),
+        offset=offset,
     )
 
 
@@ -130,6 +189,29 @@ class ConditionalDiffusionModule(DiffusionModule):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         self.model_cfg: ConditionalDiffusionConfig = config.model
+        if self.model_cfg.mean_prior:
+            for net in (self.unet, self.unet_ema):
+                if net is not None:
+                    net.register_buffer(COLOURS, torch.zeros(NUM_CLASSES, 3))
+
+    def prepare(self, items: Any) -> None:
+        """With ``mean_prior``: measure the class colours on the training items (centred,
+        not augmented) into the U-Net's buffer (and its EMA's)."""
+        if not self.model_cfg.mean_prior:
+            return
+        colours = mean_colours(items.arrays(i, None) for i in range(len(items)))
+        for net in (self.unet, self.unet_ema):
+            if net is not None:
+                getattr(net, COLOURS).copy_(colours)
+
+    def target_image(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The image the model diffuses: the residual from the map's class colours with
+        ``mean_prior``, else the image."""
+        image = batch["image"]
+        if not self.model_cfg.mean_prior:
+            return image
+        colours = getattr(self.unet, COLOURS)
+        return image - class_mean_image(colours, batch["mask"]).to(image.dtype)
 
     def condition(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         """The batch's one-hot maps, each zeroed with probability ``map_dropout``."""

@@ -193,11 +193,14 @@ def sample_images(
     steps: int | None = None,
     autocast: torch.dtype | None = None,
     denoise: Denoiser | None = None,
+    offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample one image per seed: (B, 3, S, S) in [-1, 1].
 
     ``denoise(x, t)`` gives the model output (noise or velocity) at ``x``; by default
-    ``unet(x, t).sample`` (conditional kinds pass one that adds their map).
+    ``unet(x, t).sample`` (conditional kinds pass one that adds their map). ``offset``
+    (B, 3, S, S) is added to the sampled values before clipping (the class-mean prior of
+    :mod:`.conditional_diffusion`).
     """
     device = next(unet.parameters()).device
     if denoise is None:
@@ -212,6 +215,8 @@ def sample_images(
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = denoise(inp, t)
         x = scheduler.step(out.float(), t, x).prev_sample
+    if offset is not None:
+        x = x + offset.to(x.dtype)
     return x.clamp(-1, 1)
 
 
@@ -251,8 +256,13 @@ class DiffusionModule(GeneratorModule):
         """The ``cond_channels`` channels concatenated to the noisy images (``None``: none)."""
         return None
 
+    def target_image(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The image the model learns to denoise (the batch's; conditional kinds may
+        subtract a prior)."""
+        return batch["image"]
+
     def train_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, Any]:
-        x0 = batch["image"]
+        x0 = self.target_image(batch)
         b = x0.shape[0]
         noise = self.noise_like(tuple(x0.shape), gen).to(x0.dtype)
         t = torch.randint(

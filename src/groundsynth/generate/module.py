@@ -56,6 +56,10 @@ class GeneratorModule(L.LightningModule):
         """The networks saved in checkpoints, by name."""
         raise NotImplementedError
 
+    def prepare(self, items: Any) -> None:
+        """Measure what the model needs from its training items before a fresh start (not on
+        resume: it comes back with the checkpoint). Default: nothing."""
+
     def optimizer_names(self) -> tuple[str, ...]:
         """Names of the optimisers of :meth:`configure_optimizers`, in order."""
         raise NotImplementedError

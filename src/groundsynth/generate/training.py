@@ -358,6 +358,8 @@ def train_generator(
         payload = load_checkpoint(found[-1][1])
         module.restore(payload)
         resumed_from = module.steps_done
+    else:
+        module.prepare(items)
     if previous is not None:
         _truncate_losses(out / "losses.csv", module.steps_done)
         _truncate_losses(out / "curves.csv", module.steps_done)
