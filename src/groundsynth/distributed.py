@@ -1,11 +1,12 @@
 """Executors: where the per-image stages run their chunks -- in this process, or on Ray.
 
-A stage that works chunk by chunk (``pseudo-label``, ``caption``) hands its chunks to an
-:class:`Executor` as tasks and gets ``(task, result)`` pairs back *as tasks finish*, in any
-order. The stage's driver (this process) records each result as it arrives -- through the
-same journals and atomic writes as a local run -- so results never depend on the order in
-which tasks finish, a run started with one executor resumes with the other, and the outputs
-are byte-identical whichever ran the work.
+A stage that works chunk by chunk (``generate``, ``pseudo-label``, ``caption``, the image
+pass of ``evaluate synthetic``, CLIPScore) hands its chunks to an :class:`Executor` as tasks
+and gets ``(task, result)`` pairs back *as tasks finish*, in any order. The stage's driver
+(this process) records each result as it arrives -- through the same journals and atomic
+writes as a local run -- so results never depend on the order in which tasks finish, a run
+started with one executor resumes with the other, and the outputs are byte-identical
+whichever ran the work.
 
 - :class:`LocalExecutor` (``--executor local``, the default) runs each task here, in order.
 - :class:`RayExecutor` (``--executor ray``) runs each task as a Ray task, with ``num_cpus`` /

@@ -265,6 +265,25 @@ def evaluate_captions_cmd(
     ),
     device: str = typer.Option("auto", help="CLIP device: auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(64, help="CLIP batch size."),
+    clip_chunk_size: int = typer.Option(
+        1024, help="Captions per resumable CLIPScore chunk (on Ray: per task)."
+    ),
+    executor: str = typer.Option(
+        "local",
+        help="Where CLIPScore chunks are scored: local (this process) or ray (one Ray task per "
+        "chunk, the CLIP loaded once per worker; pip install 'groundsynth[distributed]'). "
+        "The scores are the same either way and an interrupted run resumes on either.",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        help="Ray cluster to join: auto (the one `ray start --head` started here), HOST:PORT "
+        "or ray://HOST:PORT. Default: start a local cluster for the run. On a cluster, every "
+        "node needs groundsynth and the images and CLIP files at the same path.",
+    ),
+    ray_cpus: float = typer.Option(1.0, help="CPUs reserved per Ray task (chunk)."),
+    ray_gpus: float = typer.Option(
+        0.0, help="GPUs per Ray task; a fraction shares a GPU (0.25: four tasks per GPU)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
     """Measure captions: redundancy, distinct-n, caption <-> map consistency, CLIPScore.
@@ -274,10 +293,16 @@ def evaluate_captions_cmd(
     percentage columns, or --compositions); CLIPScore needs --clip-model and images.
 
     Example: `groundsynth evaluate captions data/ --out reports/captions --clip-model ViT-B-32 --clip-pretrained RemoteCLIP-ViT-B-32.pt`
+
+    CLIPScore on a Ray cluster: `groundsynth evaluate captions data/ --out reports/captions --clip-model ViT-B-32 --clip-pretrained RemoteCLIP-ViT-B-32.pt --executor ray --ray-address auto --ray-gpus 0.25`
     """
+    from groundsynth.distributed import check_executor_options
     from groundsynth.evaluate.captions import METRICS_JSON, evaluate_captions
     from groundsynth.evaluate.clipscore import ClipScoreConfig
 
+    check_executor_options(executor, ray_address, ray_cpus, ray_gpus)
+    if executor != "local" and not clip_model:
+        raise typer.BadParameter("--executor ray runs CLIPScore: give --clip-model too")
     clip = None
     if clip_model:
         clip = ClipScoreConfig(
@@ -288,6 +313,11 @@ def evaluate_captions_cmd(
             long_captions=long_captions,  # type: ignore[arg-type]
             batch_size=batch_size,
             device=device,
+            chunk_size=clip_chunk_size,
+            executor=executor,  # type: ignore[arg-type]
+            ray_address=ray_address,
+            ray_cpus=ray_cpus,
+            ray_gpus=ray_gpus,
         )
     with progress_bar(progress) as bar:
         task = bar.add_task("captions", total=None, info="")

@@ -12,6 +12,9 @@ returns a summary:
 - optionally CLIPScore (:mod:`groundsynth.evaluate.clipscore`) with ``clip``: images come
   from ``images`` (a dataset directory or a folder of image files) or, when ``source`` is a
   dataset directory, from it; captions whose image is not found are counted, not scored.
+  The captions are scored chunk by chunk first, here or on Ray (``clip.executor``), and
+  recorded under ``out_dir/.clipscore/`` until the metrics are written, so an interrupted
+  evaluation rerun into the same folder resumes (:mod:`.clipscore_chunks`).
 
 With ``out_dir`` it writes ``caption_metrics.json`` (the summary) and
 ``caption_scores.parquet`` (one row per caption: ids, stream, split, words, classes named /
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,13 +45,8 @@ from groundsynth.evaluate.caption_consistency import (
 )
 from groundsynth.evaluate.caption_diversity import CaptionDiversity
 from groundsynth.evaluate.caption_lexicon import load_lexicon
-from groundsynth.evaluate.clipscore import (
-    ClipScoreAccumulator,
-    ClipScoreConfig,
-    ClipScorer,
-    ClipScores,
-    ImageLocator,
-)
+from groundsynth.evaluate.clipscore import ClipScoreConfig, ClipScorer, ImageLocator
+from groundsynth.evaluate.clipscore_chunks import ClipStage, chunks_of, clip_records, score_corpus
 from groundsynth.io import atomic_path, write_json
 
 __all__ = ["METRICS_JSON", "SCORES_PARQUET", "evaluate_captions", "load_compositions"]
@@ -56,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 METRICS_JSON = "caption_metrics.json"
 SCORES_PARQUET = "caption_scores.parquet"
+#: Where CLIPScore keeps its chunk records until the metrics are written.
+CLIP_RECORDS = ".clipscore"
 
 Compositions = Mapping[str, Sequence[float]]
 
@@ -159,73 +160,6 @@ class _ScoreWriter:
         self._writer.close()
 
 
-class _ClipStage:
-    """Buffers per-caption rows, scores them with CLIP a batch at a time, then emits them.
-
-    Image embeddings are cached (captions of one image are usually consecutive)."""
-
-    def __init__(
-        self, config: ClipScoreConfig, locator: ImageLocator, emit: Callable[[dict], None]
-    ) -> None:
-        self.scorer = ClipScorer(config)
-        self.acc = ClipScoreAccumulator(config)
-        self.locator, self.emit, self.batch = locator, emit, config.batch_size
-        self._pending: list[tuple[dict[str, Any], str, Path | None]] = []
-        self._cache: dict[Path, np.ndarray] = {}
-        self.unreadable = 0
-
-    def add(self, row: dict[str, Any], text: str, rec: CaptionRecord) -> None:
-        self._pending.append((row, text, self.locator.find(rec.image_id, rec.split)))
-        if len(self._pending) >= self.batch:
-            self.flush()
-
-    def _embed(self, paths: list[Path]) -> None:
-        from groundsynth.data.reader import read_rgb
-
-        new = [p for p in dict.fromkeys(paths) if p not in self._cache]
-        if len(self._cache) + len(new) > 4096:
-            self._cache.clear()
-        images, ok = [], []
-        for p in new:
-            try:
-                images.append(read_rgb(p))
-                ok.append(p)
-            except InputError as exc:
-                self.unreadable += 1
-                logger.warning("CLIPScore: %s", exc)
-        if ok:
-            self._cache.update(zip(ok, self.scorer.encode_images(images), strict=True))
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        self._embed([p for _, _, p in pending if p is not None])
-        scored = [i for i, (_, _, p) in enumerate(pending) if p in self._cache]
-        if scored:
-            texts = [pending[i][1] for i in scored]
-            emb = np.stack([self._cache[pending[i][2]] for i in scored])  # type: ignore[index]
-            res = self.scorer.score_embeddings(texts, emb)
-            self.acc.context_length = self.scorer.context_length
-            streams = np.array([pending[i][0]["stream"] for i in scored])
-            for stream in dict.fromkeys(streams.tolist()):
-                m = streams == stream
-                self.acc.update(stream, ClipScores(res.scores[m], res.long[m], res.cosine[m]))
-            for j, i in enumerate(scored):
-                score = res.scores[j]
-                pending[i][0]["clip_score"] = None if np.isnan(score) else float(score)
-                pending[i][0]["clip_long"] = bool(res.long[j])
-        for row, _, path in pending:
-            if path not in self._cache:
-                self.acc.missing(row["stream"])
-            self.emit(row)
-
-    def summary(self) -> dict[str, Any]:
-        out = self.acc.compute()
-        out["unreadable_images"] = self.unreadable
-        return out
-
-
 def _locator(source: str | os.PathLike[str], images: str | os.PathLike[str] | None) -> ImageLocator:
     if images is not None:
         return ImageLocator(images)
@@ -264,8 +198,10 @@ def evaluate_captions(
     ``compositions`` (image id -> class shares, or a file / dataset directory, see
     :func:`load_compositions`) overrides the shares a captions table carries. ``streams``
     keeps only those streams. Empty captions are skipped and counted. ``clip`` adds
-    CLIPScore (images from ``images`` or the dataset ``source``). ``progress`` is called
-    with the number of captions read so far, every 1,000 captions and at the end.
+    CLIPScore (images from ``images`` or the dataset ``source``; scored first, chunk by chunk,
+    on the executor ``clip.executor`` names). ``progress`` is called with the number of
+    captions read so far, every 1,000 captions and at the end (with CLIPScore, first with the
+    number scored, as each chunk is done).
     """
     fmt = format or detect_format(source)
     comps = None if compositions is None else load_compositions(compositions)
@@ -278,20 +214,26 @@ def evaluate_captions(
     skipped = {"empty": 0, "no_composition": 0}
     scored = 0
 
-    locator = _locator(source, images) if clip is not None else None
     fields = _SCHEMA_FIELDS + (_CLIP_FIELDS if clip is not None else ())
     out = None if out_dir is None else Path(out_dir)
     read = 0
     with contextlib.ExitStack() as stack:
+        records = None
+        if clip is not None:
+            locator = _locator(source, images)
+            folder = None if out is None else out / CLIP_RECORDS
+            records = stack.enter_context(clip_records(folder, clip))
+            chunks = chunks_of(
+                read_captions(source, format=fmt, streams=streams), locator, clip.chunk_size
+            )
+            score_corpus(chunks, records, ClipScorer(clip), progress)
         writer: _ScoreWriter | None = None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             tmp = stack.enter_context(atomic_path(out / SCORES_PARQUET, suffix=".parquet"))
             writer = stack.enter_context(contextlib.closing(_ScoreWriter(tmp, batch_size, fields)))
         emit = writer.add if writer is not None else (lambda row: None)
-        stage = (
-            _ClipStage(clip, locator, emit) if clip is not None and locator is not None else None
-        )
+        stage = ClipStage(clip, records, emit) if clip is not None and records is not None else None
         rec: CaptionRecord
         for rec in read_captions(source, format=fmt, streams=streams):
             read += 1
@@ -329,7 +271,7 @@ def evaluate_captions(
             elif comps is not None or fmt == "table":
                 skipped["no_composition"] += 1
             if stage is not None:
-                stage.add(row, text, rec)
+                stage.add(row)
             else:
                 emit(row)
         if stage is not None:
@@ -368,5 +310,6 @@ def evaluate_captions(
         )
     if out is not None:
         write_json(out / METRICS_JSON, summary)
+        shutil.rmtree(out / CLIP_RECORDS, ignore_errors=True)  # written: nothing to resume
         logger.info("wrote %s and %s", out / METRICS_JSON, out / SCORES_PARQUET)
     return summary

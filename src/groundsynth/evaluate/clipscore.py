@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from groundsynth._optional import lazy_import
+from groundsynth.distributed import check_executor_options
 from groundsynth.errors import InputError
 
 __all__ = [
@@ -53,7 +54,14 @@ LongPolicy = Literal["truncate", "skip"]
 
 @dataclass(frozen=True)
 class ClipScoreConfig:
-    """Which CLIP, the score's scale and the long-caption policy."""
+    """Which CLIP, the score's scale and the long-caption policy; where it runs.
+
+    ``device`` is resolved where the CLIP runs (on Ray: on each worker). Captions are scored
+    in chunks of ``chunk_size`` (:mod:`.clipscore_chunks`): in this process
+    (``executor="local"``) or one Ray task per chunk (``executor="ray"``, joining
+    ``ray_address`` or starting a local cluster, ``ray_cpus``/``ray_gpus`` reserved per task).
+    None of these change the scores.
+    """
 
     model: str
     pretrained: str | None = None
@@ -62,6 +70,11 @@ class ClipScoreConfig:
     long_captions: LongPolicy = "truncate"
     batch_size: int = 64
     device: str = "auto"
+    chunk_size: int = 1024
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.library not in ("auto", "open_clip", "transformers"):
@@ -74,8 +87,11 @@ class ClipScoreConfig:
             )
         if not (self.weight > 0 and math.isfinite(self.weight)):
             raise InputError(f"weight must be a positive number; got {self.weight}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise InputError(
+                f"batch_size and chunk_size must be >= 1; got {self.batch_size}, {self.chunk_size}"
+            )
+        check_executor_options(self.executor, self.ray_address, self.ray_cpus, self.ray_gpus)
 
     def resolved_library(self) -> str:
         if self.library != "auto":

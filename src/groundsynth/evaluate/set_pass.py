@@ -6,10 +6,13 @@ split, in id order:
 
 - samples outside the *image subset* only add their composition (from ``metadata.parquet``'s
   ``frac_*`` columns or the class-percentage table; from the mask where neither has a row);
-- samples in it are loaded in batches (a torch ``DataLoader``, optional worker processes); the
-  segmenter's prediction is compared with the mask (:mod:`.label_fidelity`), its encoder's
-  pooled features (captured by a forward hook, so the encoder runs once) and optional
-  Inception features go to :class:`~groundsynth.evaluate.fidelity.FeatureStats`.
+- samples in it are run through the models chunk by chunk (:mod:`.image_chunks`: here, with
+  a torch ``DataLoader`` and optional worker processes, or as Ray tasks); the segmenter's
+  prediction is compared with the mask (:mod:`.label_fidelity`), its encoder's pooled
+  features and optional Inception features go to
+  :class:`~groundsynth.evaluate.fidelity.FeatureStats`. The chunks' records are then read
+  back in order, batch by batch, so the statistics do not depend on where or in which order
+  chunks were computed.
 
 Every statistic is streaming (composition histograms, a confusion matrix, feature sums and a
 bounded reservoir), per set and per ``origin`` (generator). Per-sample rows go to a
@@ -20,22 +23,27 @@ memory beyond the reader's id lists and one split's table columns.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from groundsynth._optional import lazy_import
 from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
 from groundsynth.data.composition import class_counts
 from groundsynth.data.reader import DatasetReader
-from groundsynth.errors import InputError
 from groundsynth.evaluate.composition import CompositionStats
 from groundsynth.evaluate.fidelity import FeatureStats
-from groundsynth.evaluate.label_fidelity import LabelFidelity, sample_confusions
+from groundsynth.evaluate.image_chunks import (
+    ChunkRecords,
+    Execution,
+    Record,
+    batches_of,
+    score_chunks,
+)
+from groundsynth.evaluate.label_fidelity import LabelFidelity
 from groundsynth.evaluate.sample_scores import (
     PIXELS_PER_IMAGE,
     CaptionScores,
@@ -75,7 +83,9 @@ class SetPass:
 
     ``writer`` receives a row per visited sample, or (``write_all=False``) only per sample
     run through the models. ``features=False`` skips the encoder features (label fidelity
-    only, e.g. for the filter).
+    only, e.g. for the filter). ``execution`` says where the image chunks run (default: here,
+    in chunks of 256); ``records`` is a folder to keep their records in, so that a rerun
+    resumes (default: a temporary folder, removed at the end).
     """
 
     def __init__(
@@ -97,6 +107,8 @@ class SetPass:
         write_all: bool = True,
         captions: CaptionScores | None = None,
         progress: Progress | None = None,
+        execution: Execution | None = None,
+        records: Path | None = None,
     ) -> None:
         self.reader = reader
         self.name = name
@@ -112,6 +124,8 @@ class SetPass:
         self.write_all = write_all
         self.captions = captions
         self.progress = progress
+        self.execution = execution or Execution()
+        self.records = records
         self.stats = SetStats()
         self.with_features = model is not None and features
         if model is not None:
@@ -135,8 +149,15 @@ class SetPass:
         loads = self.model is not None or self.inception is not None
         total = sum(len(v) for v in ids.values())
         done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            self._report(done, total)
+
+        size = self.execution.chunk_size
+        plan: dict[str, tuple[list[str], list[tuple[str, int, tuple[str, ...]]]]] = {}
         for split, split_ids in ids.items():
-            tables = SplitTables.read(self.reader, split)
             if not loads:
                 with_images: list[str] = []
             elif image_ids is None:
@@ -146,16 +167,54 @@ class SetPass:
                 with_images = [i for i in split_ids if i in chosen]
             image_set = set(with_images)
             rest = [i for i in split_ids if i not in image_set] if image_set else list(split_ids)
-            for start in range(0, len(rest), 1024):
-                chunk = rest[start : start + 1024]
-                self._table_rows(split, chunk, tables)
-                done += len(chunk)
-                self._report(done, total)
-            if with_images:
-                for n in self._image_rows(split, with_images, tables):
-                    done += n
-                    self._report(done, total)
+            chunks = [
+                (split, k, tuple(with_images[start : start + size]))
+                for k, start in enumerate(range(0, len(with_images), size))
+            ]
+            plan[split] = (rest, chunks)
+        with ChunkRecords(self.records, self._record_key()) as records:
+            chunks = [c for _, cs in plan.values() for c in cs]
+            todo = [c for c in chunks if not records.has(*c)]
+            if len(todo) < len(chunks):
+                logger.info(
+                    "%s: %d of %d image chunk(s) recorded by an earlier run",
+                    self.name,
+                    len(chunks) - len(todo),
+                    len(chunks),
+                )
+            tick(sum(len(ids) for _, _, ids in chunks) - sum(len(ids) for _, _, ids in todo))
+            score_chunks(
+                self.reader,
+                todo,
+                records,
+                self.execution,
+                model=self.model,
+                inception=self.inception,
+                device=self.device,
+                batch_size=self.batch_size,
+                workers=self.workers,
+                features=self.with_features,
+                tick=tick,
+            )
+            for split, (rest, split_chunks) in plan.items():
+                tables = SplitTables.read(self.reader, split)
+                for start in range(0, len(rest), 1024):
+                    chunk = rest[start : start + 1024]
+                    self._table_rows(split, chunk, tables)
+                    tick(len(chunk))
+                for _, k, _ in split_chunks:
+                    self._image_rows(split, records.read(split, k), tables)
         return self.stats
+
+    def _record_key(self) -> dict[str, Any]:
+        """What makes a chunk's record: a record made otherwise is not reused."""
+        models = self.execution.models
+        return {
+            "model_sha256": models.model_sha256 if models else None,
+            "inception_sha256": models.inception_sha256 if models else None,
+            "batch_size": self.batch_size,
+            "features": self.with_features,
+        }
 
     def _report(self, done: int, total: int) -> None:
         if self.progress is not None:
@@ -183,73 +242,32 @@ class SetPass:
             self._write(split, chunk, origins, rows, tables, fr)
 
     # ------------------------------------------------------------------ with images
-    def _image_rows(self, split: str, ids: list[str], tables: SplitTables) -> Iterable[int]:
-        torch = lazy_import("torch")
-        from groundsynth.data.torch_dataset import SegmentationDataset
-
-        dataset = SegmentationDataset(self.reader, split, ids=ids)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers,
-            collate_fn=_collate,
-        )
-        captured: list[Any] = []
-        hook = None
-        encoder = getattr(getattr(self.model, "net", None), "encoder", None)
-        if encoder is not None and self.with_features:
-            hook = encoder.register_forward_hook(
-                lambda _m, _i, out: captured.append(out[-1].mean(dim=(-2, -1)))
-            )
-        try:
-            for images, masks, batch_ids in loader:
-                t0 = time.perf_counter()
-                rows = [tables.row(i) for i in batch_ids]
-                origins = self._origins(rows, tables)
-                scores = None
-                if self.model is not None:
-                    captured.clear()
-                    with torch.inference_mode():
-                        images_dev = images.to(self.device)
-                        logits = self.model(images_dev)
-                        feats = None
-                        if self.with_features:
-                            feats = captured[0] if captured else self._features(images_dev)
-                    confusions = sample_confusions(logits, masks)
-                    counts = confusions.sum(axis=2)
-                    scores = self._add_fidelity(confusions, origins)
-                    if feats is not None:
-                        self._add_features(feats.float().cpu().numpy(), origins)
-                else:
-                    counts = np.stack([class_counts(m) for m in masks.numpy()])
-                if self.inception is not None:
-                    feats = self.inception(images).float().cpu().numpy()
-                    self.stats.inception.update(feats)  # type: ignore[union-attr]
-                    for o in np.unique(origins):
-                        self._by_origin(self.stats.inception_by_origin, o).update(
-                            feats[origins == o]
-                        )
-                self.stats.images += len(batch_ids)
-                self.stats.image_seconds += time.perf_counter() - t0
-                fr = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-                self.stats.composition_sources["masks"] += len(batch_ids)
-                self._add_composition(fr, origins)
-                if self.writer is not None:
-                    self._write(split, batch_ids, origins, rows, tables, fr, scores)
-                yield len(batch_ids)
-        finally:
-            if hook is not None:
-                hook.remove()
-
-    def _features(self, images: Any) -> Any:
-        features = getattr(self.model, "features", None)
-        if features is None:
-            raise InputError(
-                f"model {type(self.model).__name__} has neither an smp encoder (net.encoder) nor "
-                "a features(images) method; feature fidelity needs one"
-            )
-        return features(images)
+    def _image_rows(self, split: str, record: Record, tables: SplitTables) -> None:
+        """Replay one chunk's record, batch by batch, into the statistics and the writer."""
+        self.stats.image_seconds += float(record["seconds"])
+        for batch_ids, arrays in batches_of(record):
+            rows = [tables.row(i) for i in batch_ids]
+            origins = self._origins(rows, tables)
+            scores = None
+            if "confusions" in arrays:
+                confusions = arrays["confusions"]
+                counts = confusions.sum(axis=2)
+                scores = self._add_fidelity(confusions, origins)
+                if "features" in arrays:
+                    self._add_features(arrays["features"], origins)
+            else:
+                counts = arrays["counts"]
+            if "inception" in arrays:
+                feats = arrays["inception"]
+                self.stats.inception.update(feats)  # type: ignore[union-attr]
+                for o in np.unique(origins):
+                    self._by_origin(self.stats.inception_by_origin, o).update(feats[origins == o])
+            self.stats.images += len(batch_ids)
+            fr = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+            self.stats.composition_sources["masks"] += len(batch_ids)
+            self._add_composition(fr, origins)
+            if self.writer is not None:
+                self._write(split, batch_ids, origins, rows, tables, fr, scores)
 
     # ------------------------------------------------------------------ accumulators
     def _by_origin(self, table: dict[str, Any], origin: str) -> Any:
@@ -327,18 +345,3 @@ class SetPass:
             ):
                 cols[name] = [c[k] for c in caps]
         self.writer.add(cols)  # type: ignore[union-attr]
-
-
-def _collate(batch: list[dict[str, Any]]) -> tuple[Any, Any, list[str]]:
-    torch = lazy_import("torch")
-    shapes = {tuple(b["image"].shape) for b in batch}
-    if len(shapes) > 1:
-        raise InputError(
-            f"images of one batch differ in size ({sorted(shapes)}; ids "
-            f"{[b['id'] for b in batch][:4]}...); use batch size 1 for datasets of mixed sizes"
-        )
-    return (
-        torch.stack([b["image"] for b in batch]),
-        torch.stack([b["mask"] for b in batch]),
-        [b["id"] for b in batch],
-    )

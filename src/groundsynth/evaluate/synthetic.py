@@ -27,21 +27,34 @@ The output directory must be new, empty, or hold this same evaluation (which is 
 again); one holding another command's run, an evaluation with other options or other files is
 refused before anything is written. Real and synthetic images of different sizes are
 evaluated, with a warning (and a note in the summary) when features are compared.
+
+**Chunks, resuming and Ray.** The images run through the segmenter (and Inception) in chunks of
+``chunk_size`` (:mod:`.image_chunks`); with a checkpoint path as the segmenter each finished
+chunk is recorded under ``OUT/.evaluate/``, so an interrupted evaluation rerun with the same
+options redoes only the unfinished chunks; the records are removed once the evaluation is
+written. ``executor="ray"`` runs each chunk as a Ray task (:mod:`groundsynth.distributed`):
+the worker loads the segmenter once per process and returns the chunk's record; this process
+records it and, once all are done, reads the records back in order. The outputs are the same
+bytes as a local run's (``summary.json`` but its timings), and a run begun on one executor
+resumes on the other. The executor options are not in ``config.yaml`` nor part of the run's
+identity; the manifest's ``executor`` block records them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from groundsynth.data.reader import DatasetReader, open_dataset
+from groundsynth.distributed import make_executor
 from groundsynth.errors import InputError
 from groundsynth.evaluate import synthetic_summary as summ
+from groundsynth.evaluate.image_chunks import Execution, Models
 from groundsynth.evaluate.sample_scores import (
     SCORE_COLUMNS,
     CaptionScores,
@@ -51,9 +64,15 @@ from groundsynth.evaluate.sample_scores import (
     select_ids,
 )
 from groundsynth.evaluate.set_pass import Progress, SetPass
+from groundsynth.evaluate.synthetic_config import (
+    EVAL_KEYS,
+    NOT_IDENTITY,
+    SyntheticEvalConfig,
+    resolve_config,
+)
 from groundsynth.evaluate.tables import copy_table_rows
 from groundsynth.io import write_json
-from groundsynth.runs import check_run_dir, start_run, to_plain
+from groundsynth.runs import check_run_dir, file_digest, start_run, to_plain
 
 __all__ = [
     "PER_SAMPLE",
@@ -71,11 +90,9 @@ logger = logging.getLogger(__name__)
 PER_SAMPLE = "per_sample.parquet"
 PER_SAMPLE_REAL = "per_sample_real.parquet"
 SUMMARY = "summary.json"
+#: Where an evaluation keeps its image chunks' records until it is written.
+RECORDS = ".evaluate"
 SKIPPED_INCEPTION = "skipped: no local Inception weights"
-#: Options that do not change the results (may differ when rerunning into the same ``out``).
-_NOT_IDENTITY = ("out", "batch_size", "workers", "device")
-#: Keys every evaluation's ``config.yaml`` has (tells it from another command's run).
-_EVAL_KEYS = frozenset({"real", "synthetic", "real_splits", "synthetic_splits", "max_real"})
 NOTES = (
     "label fidelity and pixel agreement compare a segmenter's prediction with a map; the maps "
     "are WorldCover labels or pseudo-labels (WorldCover is ~77 % accurate): this is agreement, "
@@ -89,113 +106,6 @@ NOTES = (
     "feature_fidelity.real_halves is the Fréchet distance / KID between two halves of the real "
     "sample: the floor a synthetic set can reach at this sample size",
 )
-
-
-@dataclass(frozen=True)
-class SyntheticEvalConfig:
-    """Resolved options of :func:`evaluate_synthetic` (saved as the run's ``config.yaml``).
-
-    Attributes:
-        real, synthetic, out: dataset directories and the output directory.
-        model: segmenter checkpoint (``None``: composition and captions only).
-        real_splits: real splits (default: every split but ``synth``).
-        synthetic_splits: synthetic splits (default: ``synth`` if present, else every split).
-        max_samples: synthetic samples evaluated (a seeded subset; ``None``: all).
-        max_real: real samples run through the segmenter (reference and features; a seeded
-            subset; ``None``: all). Composition always uses every real sample.
-        reservoir: feature vectors kept per set / generator for KID, PRDC, projections.
-        projection_points: points per group in the projections and silhouette scores.
-        batch_size, workers, device: inference settings (``device="auto"``: CUDA, MPS, CPU).
-        seed: seed of the subsets, reservoirs, KID subsets and projections.
-        tsne, umap: which projections to draw (UMAP needs ``umap-learn``).
-        inception_weights: local torchvision ``inception_v3`` state dict for Inception FID.
-        captions: evaluate the synthetic set's captions when it has caption tables.
-        kid_subsets, kid_subset_size, prdc_k: KID and PRDC settings.
-    """
-
-    real: str
-    synthetic: str
-    out: str
-    model: str | None = None
-    real_splits: tuple[str, ...] | None = None
-    synthetic_splits: tuple[str, ...] | None = None
-    max_samples: int | None = None
-    max_real: int | None = 5000
-    reservoir: int = 5000
-    projection_points: int = 1000
-    batch_size: int = 32
-    workers: int = 0
-    device: str = "auto"
-    seed: int = 0
-    tsne: bool = True
-    umap: bool = True
-    inception_weights: str | None = None
-    captions: bool = True
-    kid_subsets: int = 50
-    kid_subset_size: int = 1000
-    prdc_k: int = 5
-
-    def __post_init__(self) -> None:
-        for name in ("max_samples", "max_real"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise InputError(f"{name} must be >= 1 or None, got {v}")
-        for name in ("reservoir", "projection_points", "batch_size", "kid_subsets"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.kid_subset_size < 2:
-            raise InputError(f"kid_subset_size must be >= 2, got {self.kid_subset_size}")
-        if self.prdc_k < 1:
-            raise InputError(f"prdc_k must be >= 1, got {self.prdc_k}")
-        if self.workers < 0:
-            raise InputError(f"workers must be >= 0, got {self.workers}")
-        out = Path(self.out).resolve()
-        for name in ("real", "synthetic"):
-            if Path(getattr(self, name)).resolve() == out:
-                raise InputError(
-                    f"--out {self.out} is the {name} dataset directory; write the evaluation "
-                    "elsewhere (it would overwrite the dataset's config.yaml and manifest.json)"
-                )
-
-
-def _resolve_splits(
-    reader: DatasetReader, wanted: tuple[str, ...] | None, default: Callable[[list[str]], list[str]]
-) -> tuple[str, ...]:
-    available = reader.splits()
-    if wanted is None:
-        chosen = default(available)
-    else:
-        unknown = [s for s in wanted if s not in available]
-        if unknown:
-            raise InputError(
-                f"{reader.root}: no split(s) {unknown}; splits here: {', '.join(available)}"
-            )
-        chosen = list(wanted)
-    if not chosen:
-        raise InputError(f"{reader.root}: no samples (no split found)")
-    return tuple(chosen)
-
-
-def _real_default(splits: list[str]) -> list[str]:
-    return [s for s in splits if s != "synth"] or splits
-
-
-def _synthetic_default(splits: list[str]) -> list[str]:
-    return ["synth"] if "synth" in splits else splits
-
-
-def resolve_config(cfg: SyntheticEvalConfig) -> SyntheticEvalConfig:
-    """``cfg`` with its splits resolved against the datasets (what ``config.yaml`` records).
-
-    Raises:
-        InputError: a dataset directory is unusable or a named split does not exist.
-    """
-    real_reader, synth_reader = open_dataset(cfg.real), open_dataset(cfg.synthetic)
-    return replace(
-        cfg,
-        real_splits=_resolve_splits(real_reader, cfg.real_splits, _real_default),
-        synthetic_splits=_resolve_splits(synth_reader, cfg.synthetic_splits, _synthetic_default),
-    )
 
 
 def evaluate_synthetic(
@@ -252,17 +162,22 @@ def evaluate_synthetic(
         **options,
     )
     cfg = resolve_config(cfg)
+    if cfg.executor == "ray" and model is not None and not isinstance(model, (str, os.PathLike)):
+        raise InputError(
+            "on Ray the segmenter is loaded by each worker: give it as a checkpoint path "
+            f"(--model FILE), not a {type(model).__name__} object"
+        )
     real_reader, synth_reader = open_dataset(cfg.real), open_dataset(cfg.synthetic)
     out_dir = Path(cfg.out)
     _check_out(out_dir, cfg)
     size_note = None
     if model is not None or cfg.inception_weights is not None:
         size_note = _size_note(real_reader, cfg.real_splits, synth_reader, cfg.synthetic_splits)
-    run = start_run(out_dir, "evaluate_synthetic", cfg, seeds={"seed": cfg.seed})
+    run = start_run(out_dir, "evaluate_synthetic", cfg.saved(), seeds={"seed": cfg.seed})
     try:
         if size_note is not None:
             logger.warning(size_note)
-        summary = _evaluate(cfg, real_reader, synth_reader, model, out_dir, progress)
+        summary, executor = _evaluate(cfg, real_reader, synth_reader, model, out_dir, progress)
         if size_note is not None:
             summary["notes"].append(size_note)
         write_json(out_dir / SUMMARY, summary)
@@ -271,7 +186,9 @@ def evaluate_synthetic(
             inputs=[cfg.real, cfg.synthetic, *([cfg.model] if cfg.model else [])],
             outputs={"files": outputs},
             digest=[out_dir / SUMMARY, out_dir / PER_SAMPLE],
+            extra={"executor": executor},
         )
+        shutil.rmtree(out_dir / RECORDS, ignore_errors=True)  # written: nothing to resume
     finally:
         run.close()
     return summary
@@ -281,7 +198,7 @@ def _check_out(out: Path, cfg: SyntheticEvalConfig) -> None:
     """Refuse an ``out`` holding another command's run, other files, or an evaluation with
     other options (nothing is written); the same evaluation's folder is evaluated again."""
     if check_run_dir(
-        out, to_plain(cfg), what="synthetic evaluation", ignore=_NOT_IDENTITY, required=_EVAL_KEYS
+        out, to_plain(cfg), what="synthetic evaluation", ignore=NOT_IDENTITY, required=EVAL_KEYS
     ):
         logger.info("%s: evaluating again into the earlier run of this evaluation", out)
 
@@ -313,6 +230,21 @@ def _size_note(
     )
 
 
+def _models(cfg: SyntheticEvalConfig, model: Any) -> Models | None:
+    """What workers need to rebuild the models (and what keys the chunk records); None for a
+    model object (its chunks run here, recorded in a temporary folder)."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return None
+    weights = cfg.inception_weights
+    return Models(
+        model=None if model is None else str(Path(model).resolve()),
+        model_sha256=None if model is None else file_digest(model),
+        inception=None if weights is None else str(Path(weights).resolve()),
+        inception_sha256=None if weights is None else file_digest(weights),
+        device=cfg.device,
+    )
+
+
 def _evaluate(
     cfg: SyntheticEvalConfig,
     real_reader: DatasetReader,
@@ -320,17 +252,21 @@ def _evaluate(
     model: Any,
     out: Path,
     progress: Progress | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The summary, and the executor's description (for the manifest)."""
     for stale in (PER_SAMPLE_REAL, "label_fidelity.png", "projections.parquet"):
         (out / stale).unlink(missing_ok=True)  # outputs of an earlier run this one may not write
     for stale_png in out.glob("projection_*.png"):
         stale_png.unlink()
+    on_ray = cfg.executor == "ray"
     device = None
     model_info: dict[str, Any] | None = None
+    source = model
     if model is not None or cfg.inception_weights is not None:
         from groundsynth.benchmark.model import resolve_device
 
-        device = resolve_device(cfg.device)
+        # on Ray the workers run the models; here they are only loaded (on the CPU) to check
+        device = resolve_device("cpu" if on_ray else cfg.device)
     if model is not None:
         model, model_info = load_model(model, device)
     inception = None
@@ -338,6 +274,15 @@ def _evaluate(
         from groundsynth.evaluate.inception import InceptionFeatures
 
         inception = InceptionFeatures(cfg.inception_weights, device=device)
+    models = _models(cfg, source)
+    execution = Execution(
+        make_executor(cfg.executor, cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus),
+        models,
+        cfg.chunk_size,
+    )
+
+    def records(name: str) -> Path | None:
+        return None if models is None else out / RECORDS / name
 
     if cfg.captions:
         captions_summary, caption_scores = evaluate_split_captions(
@@ -356,35 +301,39 @@ def _evaluate(
         "reservoir": cfg.reservoir,
         "seed": cfg.seed,
         "progress": progress,
+        "execution": execution,
     }
-    t0 = time.perf_counter()
-    synth_ids = select_ids(synth_reader, cfg.synthetic_splits, cfg.max_samples, cfg.seed)  # type: ignore[arg-type]
-    with score_writer(out / PER_SAMPLE) as writer:
-        synth = SetPass(
-            synth_reader,
-            name="synthetic",
-            default_origin="synthetic",
-            writer=writer,
-            captions=caption_scores,
-            **pass_kw,
-        ).run(synth_ids, None)
-    t1 = time.perf_counter()
-    real_ids = {s: real_reader.ids(s) for s in cfg.real_splits}  # type: ignore[union-attr]
-    image_subset = None
-    if model is not None or inception is not None:
-        chosen = select_ids(real_reader, cfg.real_splits, cfg.max_real, cfg.seed)  # type: ignore[arg-type]
-        image_subset = {s: set(v) for s, v in chosen.items()}
-    with score_writer(out / PER_SAMPLE_REAL, enabled=image_subset is not None) as writer:
-        real = SetPass(
-            real_reader,
-            name="real",
-            default_origin="real",
-            halves=True,
-            writer=writer,
-            write_all=False,
-            **pass_kw,
-        ).run(real_ids, image_subset if image_subset is not None else {})
-    t2 = time.perf_counter()
+    with closing(execution.executor):
+        t0 = time.perf_counter()
+        synth_ids = select_ids(synth_reader, cfg.synthetic_splits, cfg.max_samples, cfg.seed)  # type: ignore[arg-type]
+        with score_writer(out / PER_SAMPLE) as writer:
+            synth = SetPass(
+                synth_reader,
+                name="synthetic",
+                default_origin="synthetic",
+                writer=writer,
+                captions=caption_scores,
+                records=records("synthetic"),
+                **pass_kw,
+            ).run(synth_ids, None)
+        t1 = time.perf_counter()
+        real_ids = {s: real_reader.ids(s) for s in cfg.real_splits}  # type: ignore[union-attr]
+        image_subset = None
+        if model is not None or inception is not None:
+            chosen = select_ids(real_reader, cfg.real_splits, cfg.max_real, cfg.seed)  # type: ignore[arg-type]
+            image_subset = {s: set(v) for s, v in chosen.items()}
+        with score_writer(out / PER_SAMPLE_REAL, enabled=image_subset is not None) as writer:
+            real = SetPass(
+                real_reader,
+                name="real",
+                default_origin="real",
+                halves=True,
+                writer=writer,
+                write_all=False,
+                records=records("real"),
+                **pass_kw,
+            ).run(real_ids, image_subset if image_subset is not None else {})
+        t2 = time.perf_counter()
 
     generators = sorted(synth.origins)
     summary: dict[str, Any] = {
@@ -437,7 +386,7 @@ def _evaluate(
         "real_seconds": round(t2 - t1, 3),
         "images_through_models": images,
         "images_per_second": round(images / (t2 - t0), 3) if images else None,
-        "device": None if device is None else str(device),
+        "device": None if device is None else cfg.device if on_ray else str(device),
     }
     summary["files"] = files
     notes = list(NOTES)
@@ -447,7 +396,7 @@ def _evaluate(
             "data: its label fidelity is then optimistic; use real_splits=('test',)"
         )
     summary["notes"] = notes
-    return summ.clean(summary)
+    return summ.clean(summary), execution.describe()
 
 
 def evaluate_split_captions(

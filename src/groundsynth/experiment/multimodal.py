@@ -112,25 +112,10 @@ def run_retrieval_task(
             **{k: v for k, v in settings.items() if k != "accelerator"},
         )
     )  # fmt: skip
-    summary, diffs = results_tables(bench.rows, metrics=RETRIEVAL_METRICS)
-    pd.DataFrame(bench.rows).to_csv(out / "retrieval_results_long.csv", index=False)
-    summary.to_csv(out / "retrieval_results.csv", index=False)
-    pd.DataFrame(diffs).to_csv(out / "retrieval_differences.csv", index=False)
-    not_learned = sorted(
-        {
-            f"{r['regime']}/seed{r['seed']} on {r['test_set']}"
-            for r in bench.rows
-            if not r["learned"]
-        }
-    )
     chance = {r["test_set"]: r["chance_mean_recall"] for r in bench.rows}
     return {
-        "metrics": list(RETRIEVAL_METRICS),
-        "table": summary.to_dict(orient="records"),
-        "differences": diffs,
+        **_task_tables(out, "retrieval", bench.rows, RETRIEVAL_METRICS),
         "chance_mean_recall": chance,
-        "learning": {"passed": not not_learned, "not_learned": not_learned},
-        "captions": dict(_CAPTION_SOURCES),
     }
 
 
@@ -153,27 +138,31 @@ def run_captioning_task(
             progress=progress, **settings,
         )
     )  # fmt: skip
-    summary, diffs = results_tables(bench.rows, metrics=CAPTIONING_METRICS)
-    pd.DataFrame(bench.rows).to_csv(out / "captioning_results_long.csv", index=False)
-    summary.to_csv(out / "captioning_results.csv", index=False)
-    pd.DataFrame(diffs).to_csv(out / "captioning_differences.csv", index=False)
-    not_learned = sorted(
-        {
-            f"{r['regime']}/seed{r['seed']} on {r['test_set']}"
-            for r in bench.rows
-            if not r["learned"]
-        }
-    )
     floors = {
         r["test_set"]: {"frequent_caption_cider": r["frequent_cider"],
                         "reference_consistent_rate": r["ref_consistent_rate"]}
         for r in bench.rows
     }  # fmt: skip
+    return {**_task_tables(out, "captioning", bench.rows, CAPTIONING_METRICS), "floors": floors}
+
+
+def _task_tables(
+    out: Path, task: str, rows: list[dict[str, Any]], metrics: tuple[str, ...]
+) -> dict[str, Any]:
+    """Write ``<task>_results.csv`` (means and CIs), ``<task>_results_long.csv`` (one row per
+    run and test set) and ``<task>_differences.csv`` (grounded - ungrounded) into ``out``;
+    return the task block's tables, learning check and caption sources."""
+    summary, diffs = results_tables(rows, metrics=metrics)
+    pd.DataFrame(rows).to_csv(out / f"{task}_results_long.csv", index=False)
+    summary.to_csv(out / f"{task}_results.csv", index=False)
+    pd.DataFrame(diffs).to_csv(out / f"{task}_differences.csv", index=False)
+    not_learned = sorted(
+        {f"{r['regime']}/seed{r['seed']} on {r['test_set']}" for r in rows if not r["learned"]}
+    )
     return {
-        "metrics": list(CAPTIONING_METRICS),
+        "metrics": list(metrics),
         "table": summary.to_dict(orient="records"),
         "differences": diffs,
-        "floors": floors,
         "learning": {"passed": not not_learned, "not_learned": not_learned},
         "captions": dict(_CAPTION_SOURCES),
     }

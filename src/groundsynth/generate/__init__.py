@@ -18,7 +18,8 @@ Pieces:
 * :mod:`.curves` -- learning curves on held-out real data while training (label fidelity
   vs its real ceiling, FD vs real halves), early stop on a plateau;
 * :mod:`.layouts` -- maps to paint: ``train-masks``, ``augmented``, composition ``target``;
-* :mod:`.sampling` -- ``generate_dataset`` (``groundsynth generate``): resumable, seeded;
+* :mod:`.sampling` -- ``generate_dataset`` (``groundsynth generate``): resumable, seeded,
+  here or as Ray tasks (:mod:`.sample_chunks`);
 * :mod:`.importer` -- ``import_samples`` (``groundsynth import-samples``): external images;
 * :mod:`.pseudo_label` -- ``groundsynth pseudo-label``: masks for unlabelled images;
 * :mod:`.writer` -- how synthetic datasets are laid out (incl. "no mask yet").

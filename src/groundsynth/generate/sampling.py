@@ -12,6 +12,14 @@ interruption skips the recorded chunks and rewrites nothing differently, and the
 device changes results only by floating-point rounding (at most one grey level, rarely).
 ``--model`` takes a run directory (its latest checkpoint) or a checkpoint file; the EMA weights
 are used.
+
+``executor="ray"`` generates each chunk as a Ray task (:mod:`groundsynth.distributed`,
+:mod:`.sample_chunks`): the worker loads the generator once (kept per worker process), writes
+the chunk's files and returns its rows; this process records each chunk as it finishes. The
+executor options are not part of the run's identity: a run begun on one executor resumes on
+the other, and the files are byte-identical (given the same device and thread settings).
+They go to the manifest (``executor``: name, resources, tasks, worker processes, model
+loads), not to ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -23,28 +31,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from groundsynth.data.composition import class_fractions
-from groundsynth.data.contract import image_path, mask_path
-from groundsynth.data.masks import encode_mask_png, encode_rgb_png, resolve_png_encoder
+from groundsynth.data.masks import resolve_png_encoder
+from groundsynth.distributed import check_executor_options
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.generate.config import DIFFUSION_KINDS, MAP_KINDS
-from groundsynth.generate.layouts import Layout, LayoutConfig, make_layouts
+from groundsynth.generate.layouts import LayoutConfig, make_layouts
 from groundsynth.generate.loading import LoadedGenerator, load_generator, resolve_device
-from groundsynth.generate.seeds import derive_seed
-from groundsynth.generate.writer import (
-    MASK_FROM_MAP,
-    base_row,
-    read_record,
-    record_path,
-    sample_id,
-    write_record,
-    write_tables,
-)
-from groundsynth.io import write_bytes
-from groundsynth.runs import check_run_dir, start_run, to_plain
+from groundsynth.generate.sample_chunks import AUTOCAST, generate_here, generate_on_ray
+from groundsynth.generate.writer import read_record, record_path, write_tables
+from groundsynth.runs import check_run_dir, file_digest, start_run, to_plain
 
 __all__ = [
     "GenerateConfig",
@@ -60,8 +57,10 @@ log = logging.getLogger(__name__)
 #: ``progress(done, total)`` in samples
 Progress = Callable[[int, int], None]
 
+#: where and how the work runs: neither in ``config.yaml`` nor in the run's identity
+_EXECUTION = ("executor", "ray_address", "ray_cpus", "ray_gpus")
 #: options that may change between a run and its resumption
-_NOT_IDENTITY = ("n", "batch_size", "device", "num_workers", "out")
+_NOT_IDENTITY = ("n", "batch_size", "device", "num_workers", "out", *_EXECUTION)
 
 
 @dataclass(frozen=True)
@@ -78,18 +77,24 @@ class GenerateConfig:
         split: split name of the samples in ``out``.
         seed: seed of layouts and noise.
         batch_size: samples per forward pass (does not change results beyond rounding).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]``.
-        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere; resolved when the run
-            starts, so a resumed run keeps it), ``32``, ``bf16`` or ``16``. Channels-last
-            memory is used on CUDA.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]`` -- on Ray, resolved on
+            each worker (``auto`` is CUDA for tasks with ``ray_gpus`` > 0, else the CPU).
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere -- on Ray, on the device
+            the tasks use; resolved when the run starts, so a resumed run keeps it), ``32``,
+            ``bf16`` or ``16``. Channels-last memory is used on CUDA.
         sampler, steps: diffusion sampler (``ddim``/``dpm-solver``) and its steps (diffusion
             kinds; default: the model's).
         guidance: classifier-free guidance scale (conditional-diffusion; default: the
             model's; 1: the conditional model alone, 0: the unconditional one).
         image_size: output size (default: the training size; a multiple of 32).
-        chunk_size: samples per resumable chunk.
-        num_workers: processes preparing layouts.
+        chunk_size: samples per resumable chunk (on Ray: per task).
+        num_workers: processes preparing layouts (local only).
         png_encoder: ``auto`` (fpng when installed), ``fpng`` or ``pil``.
+        executor: ``local`` (this process) or ``ray`` (one Ray task per chunk).
+        ray_address: Ray cluster to join (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``);
+            ``None`` starts a local one for the run.
+        ray_cpus: CPUs reserved per Ray task.
+        ray_gpus: GPUs reserved per Ray task (``0.5``: two tasks share a GPU).
     """
 
     model: str
@@ -109,6 +114,10 @@ class GenerateConfig:
     chunk_size: int = 256
     num_workers: int = 0
     png_encoder: str = "auto"
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
     # filled in by resolution
     kind: str | None = None
     checkpoint: str | None = None
@@ -138,6 +147,12 @@ class GenerateConfig:
             resolve_png_encoder(self.png_encoder)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        check_executor_options(self.executor, self.ray_address, self.ray_cpus, self.ray_gpus)
+        if self.executor == "ray" and self.device.startswith("cuda") and not self.ray_gpus > 0:
+            raise InputError(
+                f"--device {self.device} on Ray needs a GPU per task: give --ray-gpus (e.g. 1 "
+                "or 0.5), or --device auto/cpu"
+            )
 
     def resolved(self, gen: LoadedGenerator) -> GenerateConfig:
         """Paths made absolute, the model's defaults filled in, consistency checked."""
@@ -190,6 +205,10 @@ class GenerateConfig:
             plain.pop(k, None)
         return plain
 
+    def saved(self) -> dict[str, Any]:
+        """What ``config.yaml`` holds: every option but the executor's."""
+        return {k: v for k, v in to_plain(self).items() if k not in _EXECUTION}
+
 
 @dataclass
 class GenerateResult:
@@ -210,40 +229,34 @@ def _check_output(out: Path, config) -> None:
     check_run_dir(out, config.identity(), what="generated dataset", ignore=_NOT_IDENTITY)
 
 
-def _precision(precision: str, device: torch.device) -> str:
+def _precision(precision: str, device_type: str) -> str:
     """``auto`` -> ``bf16`` on CUDA, ``32`` elsewhere."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "32"
+        return "bf16" if device_type == "cuda" else "32"
     return precision
 
 
-_AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
-
-
-class _LayoutItems:
-    """Layouts by sample index, for a DataLoader (layouts built in worker processes)."""
-
-    def __init__(self, strategy: Any) -> None:
-        self.strategy = strategy
-
-    def __getitem__(self, index: int) -> tuple[int, Layout]:
-        return index, self.strategy.layout(index)
-
-
-def _batches(config: GenerateConfig, chunks: list[tuple[int, int, int]]) -> list[list[int]]:
-    out = []
-    for _, start, stop in chunks:
-        for b in range(start, stop, config.batch_size):
-            out.append(list(range(b, min(b + config.batch_size, stop))))
-    return out
+def _task_device_type(config: GenerateConfig) -> str:
+    """The kind of device Ray tasks will sample on (``cuda`` or ``cpu``, ...)."""
+    if config.device == "auto":
+        return "cuda" if config.ray_gpus > 0 else "cpu"
+    try:
+        return torch.device(config.device).type
+    except RuntimeError as exc:
+        raise InputError(
+            f"unknown device {config.device!r} ({exc}); use auto, cpu or cuda[:N]"
+        ) from None
 
 
 def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None) -> GenerateResult:
     """Generate (or resume generating) ``config.n`` samples into ``config.out``."""
     t0 = time.perf_counter()
-    device = resolve_device(config.device)
+    on_ray = config.executor == "ray"
+    # on Ray the workers sample; here the generator is only read (on the CPU) to resolve
+    device = resolve_device("cpu" if on_ray else config.device)
     gen = load_generator(config.model, device)
-    config = replace(config.resolved(gen), precision=_precision(config.precision, device))
+    task_device = _task_device_type(config) if on_ray else device.type
+    config = replace(config.resolved(gen), precision=_precision(config.precision, task_device))
     out = Path(config.out)
     _check_output(out, config)
     n, size = config.n, int(config.image_size)  # type: ignore[arg-type]
@@ -257,7 +270,7 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
             f"{out}: holds {max(stops)} samples, more than --n {n}; use --n {max(stops)} or "
             "more, or a new --out"
         )
-    run = start_run(out, "generate", config, seeds={"seed": config.seed})
+    run = start_run(out, "generate", config.saved(), seeds={"seed": config.seed})
     try:
         todo = []
         for k, start, stop in chunks:
@@ -269,10 +282,6 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
             progress(done, n)
         if done:
             log.info("resuming: %d of %d samples already written", done, n)
-        autocast = _AUTOCAST[config.precision]
-        channels_last = device.type == "cuda"
-        if channels_last:
-            gen.network.to(memory_format=torch.channels_last)
         layouts = None
         if gen.kind in MAP_KINDS:
             layouts = make_layouts(config.layouts, config.masks, size, config.seed)  # type: ignore[arg-type]
@@ -280,9 +289,25 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
             gen.train_config.model.generator.check_size(size)
         else:
             gen.train_config.model.resolved(size)  # the U-Net's downsamplings
-        written = _generate_chunks(
-            config, gen, layouts, todo, out, autocast, channels_last, progress, done
-        )
+        written = 0
+
+        def tick(k: int) -> None:
+            nonlocal written
+            written += k
+            if progress is not None:
+                progress(done + written, n)
+
+        if not todo:
+            executor: dict[str, Any] = {"name": config.executor, "tasks": 0}
+        elif on_ray:
+            sha256 = file_digest(str(config.checkpoint))
+            executor = generate_on_ray(config, todo, out, sha256, tick)
+        else:
+            channels_last = device.type == "cuda"
+            if channels_last:
+                gen.network.to(memory_format=torch.channels_last)
+            autocast = AUTOCAST[config.precision]
+            executor = generate_here(config, gen, layouts, todo, out, autocast, channels_last, tick)
         tables = write_tables(out, config.split, _all_rows(out, chunks))
         unsatisfied = sum(1 for r in _all_rows(out, chunks) if r.get("layout_satisfied") is False)
         if unsatisfied:
@@ -305,6 +330,10 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
             inputs=[config.checkpoint] + ([config.masks] if config.masks else []),
             outputs=outputs,
             digest=[out / "metadata.parquet"],
+            extra={
+                "chunks": {"total": len(chunks), "resumed": len(chunks) - len(todo)},
+                "executor": executor,
+            },
         )
     except BaseException:
         run.close()
@@ -328,91 +357,3 @@ def _all_rows(out: Path, chunks: list[tuple[int, int, int]]):
         if rec is None:
             raise OutputConflictError(f"{record_path(out, k)}: chunk record vanished; rerun")
         yield from rec["rows"]
-
-
-def _generate_chunks(
-    config: GenerateConfig,
-    gen: LoadedGenerator,
-    layouts: Any,
-    todo: list[tuple[int, int, int]],
-    out: Path,
-    autocast: torch.dtype | None,
-    channels_last: bool,
-    progress: Progress | None,
-    done: int,
-) -> int:
-    """Generate and write the samples of the ``todo`` chunks; record each chunk when done."""
-    if not todo:
-        return 0
-    loader: Any
-    batches = _batches(config, todo)
-    if layouts is not None:
-        loader = torch.utils.data.DataLoader(
-            _LayoutItems(layouts),  # type: ignore[arg-type]
-            batch_sampler=batches,
-            num_workers=config.num_workers,
-            collate_fn=list,
-        )
-    else:
-        loader = ([(i, None) for i in batch] for batch in batches)
-    # which chunk each batch belongs to, and whether it is the chunk's last batch
-    owners = []
-    for chunk in todo:
-        n_batches = len(_batches(config, [chunk]))
-        owners += [(chunk, b == n_batches - 1) for b in range(n_batches)]
-    rows: list[dict[str, Any]] = []
-    written = 0
-    for items, ((k, start, stop), last) in zip(loader, owners, strict=True):
-        seeds = [derive_seed(config.seed, "sample", i) for i, _ in items]
-        masks = np.stack([lay.mask for _, lay in items]) if layouts is not None else None
-        images = gen.images(
-            seeds,
-            masks,
-            image_size=config.image_size,
-            sampler=config.sampler,
-            steps=config.steps,
-            guidance=config.guidance,
-            autocast=autocast,
-            channels_last=channels_last,
-        )
-        for (index, lay), seed, image in zip(items, seeds, images):
-            rows.append(_write_sample(out, config, gen, index, seed, image, lay))
-        written += len(items)
-        if progress is not None:
-            progress(done + written, config.n)
-        if last:
-            write_record(out, k, start, stop, rows)
-            rows = []
-    return written
-
-
-def _write_sample(
-    out: Path,
-    config: GenerateConfig,
-    gen: LoadedGenerator,
-    index: int,
-    seed: int,
-    image: np.ndarray,
-    layout: Layout | None,
-) -> dict[str, Any]:
-    sid = sample_id(index, config.n)
-    write_bytes(
-        image_path(out, config.split, sid), encode_rgb_png(image, encoder=config.png_encoder)
-    )
-    fractions = None
-    if layout is not None:
-        write_bytes(mask_path(out, config.split, sid), encode_mask_png(layout.mask))
-        fractions = class_fractions(layout.mask)
-    row = base_row(sid, config.split, gen.origin, fractions)
-    row["sample_seed"] = int(seed)
-    if layout is not None:
-        row.update(
-            {
-                "mask_origin": MASK_FROM_MAP,
-                "layout": layout.strategy,
-                "layout_source": ";".join(layout.sources),
-                "layout_transform": layout.transform,
-                "layout_satisfied": layout.satisfied,
-            }
-        )
-    return row
