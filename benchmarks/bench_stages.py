@@ -8,7 +8,7 @@ journals included — and divides by the images it handled:
 
 - ``build``: rasters -> patches, masks, tables;
 - ``caption (template, 5/image)``: the built-in captioner;
-- ``pseudo-label``: the ``small`` preset's segmenter (U-Net, ResNet-18 encoder, 3 stages),
+- ``pseudo-label``: the ``small`` preset's segmenter (U-Net, RegNetX-200MF encoder, 3 stages),
   random weights (cost does not depend on them);
 - ``generate (diffusion U-Net)``: the ``small`` preset's map-conditioned U-Net, 10 sampler
   steps, painting the dataset's maps;
