@@ -184,6 +184,24 @@ def test_frequent_caption_breaks_ties_alphabetically_and_learning_needs_both_flo
     assert out["frequent_caption"]["caption"] == "a"
 
 
+def test_learning_also_needs_more_truthful_captions_than_the_frequent_one() -> None:
+    """A higher CIDEr-D is not enough where captions are checked against maps: the run must
+    be consistent with them more often than the most frequent caption is."""
+
+    def s(cider, rate=None):
+        return {
+            "cider": cider,
+            **({} if rate is None else {"consistency": {"consistent_rate": rate}}),
+        }
+
+    test = {"x": s(0.5, 0.0), "y": s(0.5, 0.3), "z": s(0.5, 0.2), "k": s(0.5)}
+    untrained = {k: s(0.0) for k in test}
+    frequent = {"x": s(0.4, 0.0), "y": s(0.4, 0.2), "z": s(0.4, 0.2), "k": s(0.4)}
+    out = learning_check(test, untrained, frequent, "a")
+    # x: collapsed (0 % true, as the constant caption); z: a tie; k: no maps, CIDEr decides
+    assert out["learned"] == {"x": False, "y": True, "z": False, "k": True}
+
+
 def test_compositions_are_the_class_percentages_of_each_test_image(captioned: Path) -> None:
     src = PairSource(captioned)
     ids = src.ids("test")[:3]
@@ -293,6 +311,7 @@ def test_benchmark_tables_match_runs_predictions_rescore_and_rerun_resumes(
         )
         assert row["learned"] == (
             scores["cider"] > max(row["untrained_cider"], row["frequent_cider"])
+            and row["consistent_rate"] > row["frequent_consistent_rate"]
         )
         # the predictions file re-scored gives the recorded scores and consistency
         preds = pd.read_csv(run / "predictions" / "real" / "test.csv", keep_default_na=False)

@@ -140,6 +140,7 @@ def run_captioning_task(
     )  # fmt: skip
     floors = {
         r["test_set"]: {"frequent_caption_cider": r["frequent_cider"],
+                        "frequent_caption_consistent_rate": r["frequent_consistent_rate"],
                         "reference_consistent_rate": r["ref_consistent_rate"]}
         for r in bench.rows
     }  # fmt: skip

@@ -98,7 +98,7 @@ def captioning_section(page: Page, block: dict[str, Any]) -> None:
         missed = learning.get("not_learned") or []
         page.paragraph(
             f"⚠ {len(missed)} captioning run(s) did not beat the most frequent training caption "
-            "and their untrained model (" + "; ".join(missed[:8]) + ("; …" if len(missed) > 8 else "")
+            "(in CIDEr-D and in consistency with the maps) and their untrained model (" + "; ".join(missed[:8]) + ("; …" if len(missed) > 8 else "")
             + "): their comparison says little about the data.",
             cls="note",
         )  # fmt: skip
@@ -126,7 +126,8 @@ def captioning_section(page: Page, block: dict[str, Any]) -> None:
         "Mean over seeds with a 95 % t-interval. consistent: the share of generated captions "
         "that tell the truth about their image's map. Floors: "
         + "; ".join(
-            f"{k}: most frequent training caption CIDEr-D ×100 {100 * v['frequent_caption_cider']:.1f}, "
+            f"{k}: most frequent training caption CIDEr-D ×100 {100 * v['frequent_caption_cider']:.1f}"
+            + _consistent_text(v.get("frequent_caption_consistent_rate")) + ", "
             f"reference captions consistent {100 * (v.get('reference_consistent_rate') or 0):.0f} %"
             for k, v in floors.items()
         ) + ".",
@@ -142,3 +143,10 @@ def captioning_section(page: Page, block: dict[str, Any]) -> None:
              "grounded better in (seeds)", "sign-flip p"],
             left=2,
         )  # fmt: skip
+
+
+def _consistent_text(rate: float | None) -> str:
+    """`` (consistent N %)`` for a known rate, else nothing."""
+    if rate is None or rate != rate:  # None or NaN (no maps to check against)
+        return ""
+    return f" (consistent {100 * rate:.0f} %)"

@@ -49,12 +49,16 @@ def _captioning_check(block: dict[str, Any]) -> Check:
     title = "Learning: captioners"
     if learning.get("passed", False):
         return Check(
-            "pass", title, "every run beat the most frequent caption and its untrained model."
+            "pass",
+            title,
+            "every run beat the most frequent caption (CIDEr-D and consistency with the "
+            "maps) and its untrained model.",
         )
     missed = learning.get("not_learned") or []
     return Check(
         "warn", title,
-        f"{len(missed)} run(s) did not beat the most frequent training caption (CIDEr) and their "
+        f"{len(missed)} run(s) did not beat the most frequent training caption (CIDEr-D and "
+        "consistency with the maps) and their "
         "untrained model: " + "; ".join(missed[:6]) + ("; …" if len(missed) > 6 else "") + ".",
     )  # fmt: skip
 
