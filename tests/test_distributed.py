@@ -26,34 +26,11 @@ from groundsynth.generate.pseudo_label import PseudoLabelConfig, pseudo_label  #
 from tests.benchmark.conftest import TINY  # noqa: E402
 from tests.caption.dataset import make_dataset  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: Files that record one run's own timings, command and executor, so differ between runs
 #: (config.yaml is compared apart: it names the output folder).
 RUN_RECORDS = {"manifest.json", "pseudo-label.log"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Byte-identical outputs need the same float path: one torch thread here and in every
-    worker (the thread count changes the order of float sums; CI runs without
-    OMP_NUM_THREADS)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray cluster of 2 CPUs for the module; its workers run torch on one thread."""
-    executor = RayExecutor(
-        local_cpus=2,
-        init_options={"object_store_memory": 100 * 2**20,
-                      "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}},
-    )  # fmt: skip
-    yield executor.start()
-    executor.close()
 
 
 def _files(root: Path, skip: set[str] = RUN_RECORDS) -> dict[str, bytes]:

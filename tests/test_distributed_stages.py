@@ -28,7 +28,6 @@ pytest.importorskip("open_clip")
 import groundsynth.evaluate.image_chunks as image_chunks  # noqa: E402
 import groundsynth.generate.writer as generate_writer  # noqa: E402
 from groundsynth.cli import app  # noqa: E402
-from groundsynth.distributed import RayExecutor  # noqa: E402
 from groundsynth.errors import InputError  # noqa: E402
 from groundsynth.evaluate.captions import CLIP_RECORDS, evaluate_captions  # noqa: E402
 from groundsynth.evaluate.clipscore import ClipScoreConfig  # noqa: E402
@@ -36,19 +35,11 @@ from groundsynth.evaluate.synthetic import RECORDS, evaluate_synthetic  # noqa: 
 from groundsynth.generate.layouts import LayoutConfig  # noqa: E402
 from groundsynth.generate.sampling import GenerateConfig, generate_dataset  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: Files that record one run's own timings, command and executor, so differ between runs
 #: (config.yaml is compared apart: it names the output folder; summary.json: its timings).
 RUN_RECORDS = {"manifest.json", "generate.log", "evaluate_synthetic.log"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Byte-identical outputs need the same float path: one torch thread here and in every
-    worker (the thread count changes the order of float sums)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -56,20 +47,6 @@ def _still_one_thread():
     """Each test starts on one thread again: what ran before in the process (training, or
     UMAP's numba in evaluate synthetic) may leave torch on more threads."""
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray cluster of 2 CPUs for the module; its workers run torch on one thread."""
-    executor = RayExecutor(
-        local_cpus=2,
-        init_options={
-            "object_store_memory": 100 * 2**20,
-            "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
-        },
-    )
-    yield executor.start()
-    executor.close()
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -25,32 +25,11 @@ from groundsynth.benchmark.segmentation import (  # noqa: E402
     run_segmentation_benchmark,
 )
 from groundsynth.cli import app  # noqa: E402
-from groundsynth.distributed import RayExecutor, TaskError  # noqa: E402
+from groundsynth.distributed import TaskError  # noqa: E402
 from groundsynth.errors import InputError  # noqa: E402
 from tests.benchmark.conftest import TINY  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Bit-identical tables need the same float path: one torch thread here and in every
-    worker (the thread count changes the order of float sums; CI runs without
-    OMP_NUM_THREADS, and Ray would give a 2-CPU task 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray cluster of 2 CPUs for the module; its workers run torch on one thread."""
-    executor = RayExecutor(
-        local_cpus=2,
-        init_options={"object_store_memory": 100 * 2**20,
-                      "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}},
-    )  # fmt: skip
-    yield executor.start()
-    executor.close()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seg(real: Path, out: Path, **kw) -> BenchmarkConfig:
