@@ -166,3 +166,103 @@ def fake_table(root: Path, rows: int = 100) -> Path:
     ).to_csv(root / "results.csv", index=False)  # fmt: skip
     (root / "manifest.json").write_text(json.dumps({"stage": "benchmark-segmentation"}))
     return root
+
+
+#: Metrics of :func:`fake_metric_utility`: one whose label needs escaping, one constant.
+FAKE_UTILITY_METRICS = {
+    "lf_floor": {"direction": 1, "label": "label fidelity (pixel floor)",
+                 "description": "macro IoU of the pixel floor's reading against the maps"},
+    "fd": {"direction": -1, "label": "FD (segmenter features)",
+           "description": "Fréchet distance to real A on the segmenter's encoder features"},
+    "prec": {"direction": 1, "label": "precision <k=5>", "description": "k-NN precision"},
+    "size_px": {"direction": 1, "label": "patch size (px)", "description": "constant by design"},
+}  # fmt: skip
+FAKE_UTILITY_DOMAINS = ("in-domain (A test)", "cross-region (B)")
+
+
+def _corr(domain: str, metric: str, rho: float | None, lo: float | None, hi: float | None,
+          logo: float | None) -> dict:  # fmt: skip
+    direction = FAKE_UTILITY_METRICS[metric]["direction"]
+    tau = None if rho is None else rho * 0.8
+    return {
+        "domain": domain, "metric": metric, "direction": direction, "n_sets": 12,
+        "spearman": rho, "spearman_p": None if rho is None else 0.03,
+        "spearman_ci95_low": lo, "spearman_ci95_high": hi, "kendall": tau,
+        "kendall_p": None if rho is None else 0.04,
+        "kendall_ci95_low": None if lo is None else lo * 0.8,
+        "kendall_ci95_high": None if hi is None else hi * 0.8,
+        "oriented_spearman": None if rho is None else rho * direction,
+        "oriented_kendall": None if tau is None else tau * direction,
+        "logo_concordance": logo, "logo_generators": 3, "constant": rho is None,
+    }  # fmt: skip
+
+
+def fake_metric_utility(root: Path, *, resolved: bool = False) -> Path:
+    """A ``metric-utility`` run directory (metric_utility.json, sets.csv, gains_long.csv,
+    utility.csv, correlations.csv; no scatter plots) of 12 sets from 3 generators, with figures made up:
+    in-domain, label fidelity predicts the gain (ρ = 0.71 [0.35, 0.90]); cross-region, the
+    best predictor's CI includes 0 (FD, oriented ρ = 0.31 [-0.25, 0.72]) unless ``resolved``
+    (0.61 [0.15, 0.85])."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    generators = ("conditional-diffusion", "pix2pix", "diffusion")
+    sets = []
+    for i in range(12):
+        gen = generators[i % 3]
+        sets.append({
+            "set": f"{gen}@{100 * (i // 3 + 1)}", "generator": gen,
+            "kind": "ungrounded" if gen == "diffusion" else "grounded", "step": 100 * (i // 3 + 1),
+            "filtered": i % 4 == 1, "targeted": i % 4 == 2, "n": 90 + i,
+            "lf_floor": 0.2 + 0.03 * i, "fd": 40.0 - 2 * i + rng.normal(),
+            "prec": None if i == 5 else float(rng.random()), "size_px": 64,
+        })  # fmt: skip
+    utility = [
+        {"set": s["set"], "domain": d, "gain_mean": g, "gain_std": 0.01,
+         "gain_ci95_low": None if k == 0 else g - 0.02, "gain_ci95_high": None if k == 0 else g + 0.02,
+         "n_seeds": 2}
+        for k, s in enumerate(sets)
+        for d, g in zip(FAKE_UTILITY_DOMAINS, (0.002 * k - 0.005, 0.0123 if k == 3 else 0.001 * k))
+    ]  # fmt: skip
+    cross = (0.61, 0.15, 0.85) if resolved else (0.31, -0.25, 0.72)
+    ind, crd = FAKE_UTILITY_DOMAINS
+    correlations = [
+        _corr(ind, "lf_floor", 0.71, 0.35, 0.90, 0.78),
+        _corr(ind, "fd", -0.52, -0.80, -0.05, 0.66),
+        _corr(ind, "prec", 0.20, -0.30, 0.60, None),
+        _corr(ind, "size_px", None, None, None, None),
+        _corr(crd, "lf_floor", 0.12, -0.40, 0.60, 0.55),
+        _corr(crd, "fd", -cross[0], -cross[2], -cross[1], 0.58),
+        _corr(crd, "prec", -0.05, -0.50, 0.45, None),
+        _corr(crd, "size_px", None, None, None, None),
+    ]
+    best = {
+        ind: {"single": {"metric": "lf_floor", "oriented_spearman": 0.71, "ci95_low": 0.35,
+                         "ci95_high": 0.90, "logo_concordance": 0.78,
+                         "logo_concordance_reselected": 0.72},
+              "combination": {"metrics": ["lf_floor", "fd"], "oriented_spearman": 0.80,
+                              "ci95_low": 0.50, "ci95_high": 0.93, "logo_concordance": 0.81},
+              "ranking": ["lf_floor", "fd", "prec"]},
+        crd: {"single": {"metric": "fd", "oriented_spearman": cross[0], "ci95_low": cross[1],
+                         "ci95_high": cross[2], "logo_concordance": None},
+              "combination": {"metrics": ["fd", "lf_floor"], "oriented_spearman": 0.35,
+                              "ci95_low": 0.05 if resolved else -0.20, "ci95_high": 0.75,
+                              "logo_concordance": 0.60},
+              "ranking": ["fd", "lf_floor", "prec"]},
+    }  # fmt: skip
+    doc = {
+        "question": "Do the interpretable metrics predict what synthetic data adds?",
+        "task": "segmentation", "utility_metric": "iou", "seeds": [0, 1],
+        "domains": list(FAKE_UTILITY_DOMAINS),
+        "baseline": {ind: {"iou_mean": 0.71, "n_seeds": 2}, crd: {"iou_mean": 0.25, "n_seeds": 2}},
+        "metrics": FAKE_UTILITY_METRICS, "sets": sets, "utility": utility,
+        "correlations": correlations, "best": best, "notes": ["made up for the report tests"],
+    }  # fmt: skip
+    (root / "metric_utility.json").write_text(json.dumps(doc))
+    pd.DataFrame(sets).to_csv(root / "sets.csv", index=False)
+    pd.DataFrame(utility).to_csv(root / "utility.csv", index=False)
+    pd.DataFrame(
+        [{"set": u["set"], "seed": seed, "domain": u["domain"], "gain": u["gain_mean"] + shift}
+         for u in utility for seed, shift in ((0, -0.005), (1, 0.005))]
+    ).to_csv(root / "gains_long.csv", index=False)  # fmt: skip
+    pd.DataFrame(correlations).to_csv(root / "correlations.csv", index=False)
+    return root

@@ -22,7 +22,7 @@ from groundsynth.io import atomic_path
 if TYPE_CHECKING:
     from groundsynth.evaluate.filter_rules import FilterConfig
 
-__all__ = ["materialise", "write_passed"]
+__all__ = ["materialise", "write_passed", "write_subset"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +46,31 @@ def materialise(
     progress: Progress | None,
 ) -> dict[str, Any]:
     """Write the passing samples' files and tables into ``cfg.out`` (a dataset)."""
-    out = Path(cfg.out)
+    return write_subset(reader, Path(cfg.out), passing, cfg.mode, progress)
+
+
+def write_subset(
+    reader: DatasetReader,
+    out: Path,
+    passing: dict[str, list[str]],
+    mode: str = "link",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Write the samples ``passing`` (split -> ids) of ``reader``'s dataset as a dataset in
+    ``out``: files hard-linked (``link``; copied where the file system cannot link) or
+    copied (``copy``), tables (metadata, class percentages, captions) cut to those rows.
+    Idempotent: files already there are kept. Returns what was placed."""
+    out = Path(out)
     counts: Counter[str] = Counter()
     total = sum(len(v) for v in passing.values())
     done = 0
     for split, ids in passing.items():
         for sample_id in ids:
             for src, dst in _sample_files(reader.root, out, split, sample_id):
-                counts[_place(src, dst, cfg.mode)] += 1
+                counts[_place(src, dst, mode)] += 1
             done += 1
             if progress is not None:
-                progress(cfg.mode, done, total)
+                progress(mode, done, total)
     if counts["copied_not_linked"]:
         logger.warning(
             "%d file(s) copied: the file system cannot hard-link them into %s",

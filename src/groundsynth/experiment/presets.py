@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "max_epochs": 2, "batch_size": 8},
         "captioning": {"image_size": 32, "max_steps": 4, "max_epochs": 2, "batch_size": 8,
                        "metrics": ("bleu", "cider"), "max_new_tokens": 12},
+        "utility": {},
     },
     "small": {
         # SPADE at 2e-3 for both networks: on the demo's region A (64 px, batch 8) label
@@ -74,6 +75,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "captioning": {"image_size": 64, "max_steps": 300, "max_epochs": 1000, "batch_size": 32,
                        "lr": 1e-3, "patience": 1000, "val_every": 5,
                        "metrics": ("bleu", "rouge_l", "cider")},
+        # experiment metric-utility: segmenter steps of each utility run (real, real + a set)
+        "utility": {"max_steps": 150},
     },
     "full": {
         "spade": {}, "cond": {}, "diffusion": {}, "cond_diffusion": {"mean_prior": True},
@@ -83,5 +86,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         # from random weights unless the experiment gets retrieval_pretrained (e.g. RemoteCLIP)
         "retrieval": {"model": "ViT-B-32", "max_epochs": 10, "batch_size": 128, "lr": 1e-4},
         "captioning": {"max_epochs": 20, "batch_size": 64, "num_beams": 3},
+        "utility": {},
     },
 }  # fmt: skip

@@ -138,6 +138,44 @@ class TransferConfig:
         return PRESETS[self.preset][name] if value is None else value
 
 
+def segmentation_bench_config(
+    preset: str,
+    *,
+    out: Path,
+    real: Path,
+    synthetic: Path,
+    train: tuple[str, ...],
+    seeds: tuple[int, ...],
+    archs: tuple[str, ...] = ("unet",),
+    encoder_weights: str | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    max_epochs: int | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    test: str = "real/test,synthetic/target",
+) -> Any:
+    """The segmentation benchmark of an experiment: ``preset``'s segmenter and step budget
+    (``max_epochs`` / ``max_steps`` / ``batch_size`` override it), validated on real A and
+    tested on ``test`` (default: A's test split and ``synthetic/target``, region B)."""
+    from groundsynth.benchmark.segmentation import BenchmarkConfig
+
+    p = PRESETS[preset]
+    seg = p["segmenter"]
+    return BenchmarkConfig(
+        out=str(out), real=str(real), synthetic=str(synthetic),
+        train=train, val="real", test=test, archs=archs,
+        encoder=seg["encoder"], encoder_depth=seg["encoder_depth"], decoder_width=seg["decoder_width"],
+        encoder_weights=encoder_weights, seeds=seeds,
+        max_epochs=p["max_epochs"] if max_epochs is None else max_epochs,
+        max_steps=p["max_steps"] if max_steps is None else max_steps,
+        batch_size=p["batch_size"] if batch_size is None else batch_size, workers=workers,
+        progress=progress, lr=seg.get("lr", 1e-3),
+        schedule=seg.get("schedule", "plateau"), patience=seg.get("patience", 5),
+        loss=seg.get("loss", "dice"),
+    )  # fmt: skip
+
+
 def _regimes(budgets: tuple[float, ...], synthetic_only: bool = True) -> list[str]:
     out = ["real"]
     for b in budgets:
@@ -190,19 +228,12 @@ class _Experiment:
 
     # ------------------------------------------------------------------ benchmark
     def bench_config(self, train: tuple[str, ...], seeds: tuple[int, ...]) -> Any:
-        from groundsynth.benchmark.segmentation import BenchmarkConfig
-
-        seg = self.preset["segmenter"]
-        return BenchmarkConfig(
-            out=str(self.out / "benchmark"), real=str(self.source), synthetic=str(self.pool),
-            train=train, val="real", test="real/test,synthetic/target", archs=self.cfg.archs,
-            encoder=seg["encoder"], encoder_depth=seg["encoder_depth"], decoder_width=seg["decoder_width"],
-            encoder_weights=self.cfg.encoder_weights, seeds=seeds,
-            max_epochs=self.cfg.setting("max_epochs"), max_steps=self.cfg.setting("max_steps"),
-            batch_size=self.cfg.setting("batch_size"), workers=self.cfg.workers,
-            progress=self.cfg.progress, lr=seg.get("lr", 1e-3),
-            schedule=seg.get("schedule", "plateau"), patience=seg.get("patience", 5),
-            loss=seg.get("loss", "dice"),
+        return segmentation_bench_config(
+            self.cfg.preset, out=self.out / "benchmark", real=self.source, synthetic=self.pool,
+            train=train, seeds=seeds, archs=self.cfg.archs,
+            encoder_weights=self.cfg.encoder_weights, workers=self.cfg.workers,
+            progress=self.cfg.progress, max_epochs=self.cfg.setting("max_epochs"),
+            max_steps=self.cfg.setting("max_steps"), batch_size=self.cfg.setting("batch_size"),
         )  # fmt: skip
 
     def segmenter(self) -> Path:
@@ -244,7 +275,7 @@ class _Experiment:
         cfg = TrainConfig(
             kind=kind, dataset=str(self.source), out=str(run), image_size=self.image_size,
             max_steps=steps, batch_size=self.preset["generator_batch"],
-            checkpoint_every=max(1, steps), eval_every=max(1, steps // 6),
+            checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 6),
             seed=self.cfg.seeds[0], num_workers=self.cfg.workers,
             model=model_config_from_dict(kind, model),
         )  # fmt: skip

@@ -87,6 +87,9 @@ class Findings:
     experiments: list[ExperimentFindings] = field(default_factory=list)
     #: checks of runs outside the experiments, then the WorldCover caveat
     checks: list[Check] = field(default_factory=list)
+    #: which metric predicts what synthetic data adds: one answer per metric-utility run and
+    #: domain (:mod:`.metric_utility`)
+    utility: list[Answer] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- answers
@@ -436,6 +439,13 @@ def collect_findings(paths: Sequence[Path], kinds: Sequence[str]) -> Findings:
             exp, regions = _experiment(path)
             found.experiments.append(exp)
             regions_seen.update(r.resolve() for r in regions)
+        elif kind == "metric-utility":
+            from groundsynth.report.metric_utility import utility_answers
+
+            found.utility += [
+                Answer(f"metric utility ({path.name})", domain, sentence)
+                for domain, sentence in utility_answers(path)
+            ]
     for path, kind in zip(paths, kinds):
         if kind == "dataset" and path.resolve() not in regions_seen:
             found.checks.append(leakage_check(path, f"dataset {path.name}"))

@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["KINDS", "detect_kind", "read_manifest"]
 
 #: Kinds of run directory the report knows, in the order they are tried.
-KINDS = ("experiment", "captions", "synthetic", "table", "dataset", "run")
+KINDS = ("metric-utility", "experiment", "captions", "synthetic", "table", "dataset", "run")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -24,6 +24,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
 def detect_kind(path: Path) -> str:
     """What a run directory is, from the files it holds: one of :data:`KINDS`, or
     ``unknown``."""
+    if (path / "metric_utility.json").is_file():
+        return "metric-utility"
     if (path / "experiment.json").is_file():
         return "experiment"
     if (path / "caption_metrics.json").is_file():

@@ -63,6 +63,23 @@ def _experiment_html(page: Page, exp: ExperimentFindings, extra: list[Check], ma
     )
 
 
+def _utility_html(page: Page, findings: Findings) -> None:
+    """One line per metric-utility run and domain: which metric predicts what synthetic data
+    adds."""
+    if not findings.utility:
+        return
+    page.heading("Which metric predicts what synthetic data adds?", level=4)
+    page.raw(
+        '<ul class="answers utility">'
+        + "".join(
+            f'<li class="answer"><strong>{esc(a.task)}, {esc(a.domain)}:</strong> '
+            f"{esc(a.sentence)}</li>"
+            for a in findings.utility
+        )
+        + "</ul>"
+    )
+
+
 def findings_section(page: Page, findings: Findings) -> None:
     """Open the panel as a new section of ``page`` (call it first) and fill it."""
     page.section("Findings", anchor=FINDINGS_ID, cls="findings")
@@ -70,6 +87,7 @@ def findings_section(page: Page, findings: Findings) -> None:
     exps = findings.experiments
     if len(exps) == 1:
         _experiment_html(page, exps[0], findings.checks, many=False)
+        _utility_html(page, findings)
         return
     for exp in exps:
         _experiment_html(page, exp, [], many=True)
@@ -79,5 +97,6 @@ def findings_section(page: Page, findings: Findings) -> None:
             "<code>groundsynth experiment transfer --source A --target B --out EXP</code> and "
             "add EXP to the report.</p>"
         )
+    _utility_html(page, findings)
     page.heading("What qualifies " + ("them" if exps else "these runs"), level=4)
     page.raw(_checks_html(findings.checks))

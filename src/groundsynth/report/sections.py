@@ -3,8 +3,8 @@
 Kinds (see :func:`detect_kind`): ``dataset`` (a dataset directory: ours or ARAS400k),
 ``captions`` (an ``evaluate captions`` output), ``table`` (any run with a ``results.csv``,
 e.g. a segmentation benchmark or an experiment), ``run`` (any other run directory with a
-``manifest.json``), ``experiment`` (:mod:`.experiment`) and ``synthetic``
-(:mod:`.synthetic`). Renderers stream what they read: tables are read column-wise and only
+``manifest.json``), ``experiment`` (:mod:`.experiment`), ``metric-utility``
+(:mod:`.metric_utility`) and ``synthetic`` (:mod:`.synthetic`). Renderers stream what they read: tables are read column-wise and only
 the few samples a grid shows are read (:mod:`.samples`).
 """
 
@@ -23,6 +23,7 @@ from groundsynth.report import plots
 from groundsynth.report.experiment import experiment_section
 from groundsynth.report.html import Page
 from groundsynth.report.kinds import detect_kind, read_manifest
+from groundsynth.report.metric_utility import metric_utility_section
 from groundsynth.report.samples import sample_grid
 from groundsynth.report.synthetic import synthetic_section
 
@@ -186,6 +187,7 @@ def run_section(page: Page, path: Path) -> None:
 
 
 SECTIONS: dict[str, Callable[[Page, Path], None]] = {
+    "metric-utility": metric_utility_section,
     "experiment": experiment_section,
     "synthetic": synthetic_section,
     "dataset": dataset_section,

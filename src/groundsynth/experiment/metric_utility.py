@@ -1,0 +1,613 @@
+"""``groundsynth experiment metric-utility``: do the interpretable metrics predict what synthetic
+data adds?
+
+Feature-similarity scores (FD and kin) are hard to read and need not track what a synthetic set
+contributes downstream; grounded measures (label fidelity, caption↔image consistency,
+composition divergence) say what is wrong in words. This experiment measures which of them, on
+a family of synthetic sets that differ in quality and kind, ranks the sets by their
+*utility*: the gain in segmentation macro IoU of real + set over real alone.
+
+With real dataset A (``real``), optionally region B (``target``), and generator run directories
+(``train-generator`` outputs; their ``checkpoints/step*.pt`` give sets along training):
+
+1. a segmenter trained on real A (the benchmark's ``real`` run of the first seed, or
+   ``segmenter`` when given) labels ungrounded samples, scores label fidelity and gives the
+   features of FD / KID / PRDC; the pixel floor (per-pixel logistic regression on A's train
+   split) gives a second reader of every image;
+2. the **sets**, each of exactly ``n = budget x |A train|`` samples, per generator and
+   checkpoint (the last ``checkpoints`` of each run, evenly spaced): a pool of
+   ``oversample x n`` samples is generated (conditional models paint augmented layouts of A's
+   training maps; unconditional models' samples get the segmenter's pseudo-labels), then
+
+   - ``<gen>-s<step>``: the pool's first ``n`` samples (unfiltered);
+   - ``<gen>-s<step>-filtered``: its best ``n`` -- by the segmenter's per-sample label
+     fidelity for conditional models, by pseudo-label confidence for unconditional ones;
+   - ``<gen>-s<step>-targeted`` (conditional models, last checkpoint, when ``targeted`` is
+     set): ``n`` samples painted from layouts chosen to approach the class distribution
+     ``targeted`` (``uniform``: every class 1/7, the rare ones over-represented);
+
+3. every metric of every set (:data:`METRICS`): ``evaluate synthetic`` against A (label
+   fidelity, FD / KID / precision / recall / density / coverage in segmenter features,
+   composition JSD), the pixel floor's reading (label fidelity; a Fréchet distance on the
+   weight-free descriptor), and the set's template captions (made from its maps) checked against
+   what the floor reads in its images (consistent rate) and for redundancy (1 - distinct-2);
+4. the **utility**: segmenters on ``real`` and on ``real,synthetic/<set>`` for each set and
+   seed, tested on A's test split (in-domain) and on B (cross-region); a set's gain per seed is
+   its IoU minus the ``real`` run's of the same seed (paired);
+5. the **answer** (:mod:`.utility_stats`): Spearman and Kendall correlation of each metric
+   with the mean gain over sets, bootstrap CIs over sets and seeds, a leave-one-generator-out
+   concordance, the best single metric and the best pair; scatter plots per domain.
+
+Every step writes into ``out`` and is skipped when already done, so rerunning resumes.
+Outputs: ``metric_utility.json`` (everything), ``sets.csv``, ``gains_long.csv``,
+``utility.csv``, ``correlations.csv``, ``scatter_<domain>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from groundsynth.classes import NUM_CLASSES
+from groundsynth.data.reader import open_dataset
+from groundsynth.errors import InputError
+from groundsynth.experiment.presets import PRESETS, Preset
+from groundsynth.io import write_json
+from groundsynth.runs import start_run
+
+__all__ = ["METRICS", "MetricUtilityConfig", "run_metric_utility"]
+
+log = logging.getLogger(__name__)
+
+#: metric -> (direction: +1 higher is better, -1 lower is better; label; what it measures)
+METRICS: dict[str, tuple[int, str, str]] = {
+    "lf_segmenter": (1, "label fidelity (segmenter)",
+                     "pooled macro IoU between each sample's map and the real-trained "
+                     "segmenter's reading of its image (for pseudo-labelled sets: the segmenter "
+                     "agreeing with itself)"),
+    "lf_floor": (1, "label fidelity (pixel floor)",
+                 "pooled macro IoU between each sample's map and the per-pixel linear floor's "
+                 "reading of its image"),
+    "fd": (-1, "FD (segmenter features)",
+           "Fréchet distance to real A in the real-trained segmenter's encoder features"),
+    "kid": (-1, "KID (segmenter features)", "kernel inception distance, same features (x 1000)"),
+    "precision": (1, "precision", "share of samples inside the real features' k-NN manifold"),
+    "recall": (1, "recall", "share of real images inside the samples' k-NN manifold"),
+    "density": (1, "density", "how many real neighbourhoods hold each sample, on average"),
+    "coverage": (1, "coverage", "share of real images with a sample among their neighbours"),
+    "fd_descriptor": (-1, "FD (weight-free descriptor)",
+                      "Fréchet distance to real A on colour, floor-read class shares and texture"),
+    "composition_jsd": (-1, "composition JSD",
+                        "Jensen-Shannon divergence between the sets' class pixel shares"),
+    "caption_consistency": (1, "caption↔image consistency",
+                            "share of the set's captions (written from its maps) that tell the "
+                            "truth about what the pixel floor reads in its images"),
+    "caption_redundancy": (-1, "caption redundancy",
+                           "1 - distinct-2 of the set's captions (repeated phrasing)"),
+}  # fmt: skip
+
+#: a set name: generator slug, checkpoint step, variant
+_SLUG = re.compile(r"[^a-z0-9]+")
+#: test set -> domain (as in the transfer experiment's tables)
+DOMAINS = {"real/test": "in-domain (A test)", "synthetic/target": "cross-region (B)"}
+
+
+@dataclass(frozen=True)
+class MetricUtilityConfig:
+    """Options of :func:`run_metric_utility` (saved as ``config.yaml``)."""
+
+    real: str
+    generators: tuple[str, ...]
+    out: str
+    target: str | None = None
+    target_split: str = "test"
+    segmenter: str | None = None
+    preset: Preset = "small"
+    seeds: tuple[int, ...] = (0, 1)
+    budget: float = 0.5
+    oversample: float = 1.5
+    checkpoints: int = 3
+    targeted: str | None = "uniform"
+    archs: tuple[str, ...] = ("unet",)
+    max_steps: int | None = None
+    resamples: int = 2000
+    workers: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise InputError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
+        if not self.generators:
+            raise InputError("give at least one generator run directory (--generators)")
+        for g in self.generators:
+            if not Path(g).is_dir():
+                raise InputError(f"--generators {g}: no such run directory")
+        if not Path(self.real).is_dir():
+            raise InputError(f"--real {self.real}: no such dataset directory")
+        if self.target is not None and not Path(self.target).is_dir():
+            raise InputError(f"--target {self.target}: no such dataset directory")
+        if self.segmenter is not None and not Path(self.segmenter).is_file():
+            raise InputError(f"--segmenter {self.segmenter}: no such checkpoint file")
+        if not self.budget > 0:
+            raise InputError(f"budget must be a positive fraction, got {self.budget}")
+        if self.oversample < 1:
+            raise InputError(f"oversample must be >= 1, got {self.oversample}")
+        if self.checkpoints < 0:
+            raise InputError(f"checkpoints must be >= 0 (0: all), got {self.checkpoints}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"seeds must be distinct and at least one, got {self.seeds}")
+        if self.resamples < 100:
+            raise InputError(f"resamples must be >= 100, got {self.resamples}")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One synthetic set of the family."""
+
+    name: str
+    generator: str
+    kind: str  # grounded | ungrounded
+    step: int
+    filtered: bool
+    targeted: bool
+
+
+def choose_checkpoints(steps: list[int], k: int) -> list[int]:
+    """The last ``k`` of ``steps`` spread evenly (always the last; ``k = 0``: all)."""
+    if k == 0 or len(steps) <= k:
+        return list(steps)
+    if k == 1:
+        return [steps[-1]]
+    idx = np.linspace(0, len(steps) - 1, k).round().astype(int)
+    return [steps[i] for i in sorted(set(idx.tolist()))]
+
+
+def _slug(text: str) -> str:
+    return _SLUG.sub("-", text.lower()).strip("-") or "generator"
+
+
+class _Study:
+    def __init__(self, cfg: MetricUtilityConfig) -> None:
+        from groundsynth.generate.checkpoint import list_checkpoints, load_checkpoint
+
+        self.cfg = cfg
+        self.out = Path(cfg.out).resolve()
+        self.real = Path(cfg.real).resolve()
+        self.pool = self.out / "pool"
+        self.preset = PRESETS[cfg.preset]
+        reader = open_dataset(self.real)
+        if "train" not in reader.splits() or reader.len("train") == 0:
+            raise InputError(f"{self.real}: has no train split to learn from")
+        self.n_train = reader.len("train")
+        self.n = max(1, round(cfg.budget * self.n_train))
+        self.n_pool = math.ceil(self.n * cfg.oversample)
+        self.generators: dict[str, dict[str, Any]] = {}
+        for g in cfg.generators:
+            run = Path(g).resolve()
+            found = list_checkpoints(run)
+            if not found:
+                raise InputError(f"{run}: no checkpoints/step*.pt; train it first")
+            kind = str(load_checkpoint(found[-1][1]).get("kind"))
+            name = _slug(run.name)
+            while name in self.generators:
+                name += "-b"
+            steps = choose_checkpoints([s for s, _ in found], cfg.checkpoints)
+            self.generators[name] = {
+                "run": run, "kind": kind, "steps": steps,
+                "paths": {s: p for s, p in found if s in steps},
+                "grounded": kind.startswith("conditional"),
+            }  # fmt: skip
+
+    # ------------------------------------------------------------------ sets
+    def specs(self) -> list[SetSpec]:
+        out = []
+        for name, g in self.generators.items():
+            kind = "grounded" if g["grounded"] else "ungrounded"
+            for step in g["steps"]:
+                base = f"{name}-s{step}"
+                out.append(SetSpec(base, name, kind, step, False, False))
+                out.append(SetSpec(f"{base}-filtered", name, kind, step, True, False))
+            if g["grounded"] and self.cfg.targeted:
+                step = g["steps"][-1]
+                out.append(SetSpec(f"{name}-s{step}-targeted", name, kind, step, False, True))
+        return out
+
+    def segmenter(self) -> Path:
+        if self.cfg.segmenter is not None:
+            return Path(self.cfg.segmenter).resolve()
+        from groundsynth.benchmark.data import parse_regime
+        from groundsynth.benchmark.segmentation import run_segmentation_benchmark
+
+        seed = self.cfg.seeds[0]
+        run_segmentation_benchmark(self.bench_config(("real",), (seed,)))
+        path = (
+            self.out / "benchmark" / "runs" / self.cfg.archs[0] / parse_regime("real").slug
+            / f"seed{seed}" / "segmenter.pt"
+        )  # fmt: skip
+        if not path.is_file():
+            raise InputError(f"{path}: the real-trained segmenter is missing after its run")
+        return path
+
+    def bench_config(self, train: tuple[str, ...], seeds: tuple[int, ...]) -> Any:
+        from groundsynth.experiment.transfer import segmentation_bench_config
+
+        utility = self.preset.get("utility", {})
+        return segmentation_bench_config(
+            self.cfg.preset, out=self.out / "benchmark", real=self.real, synthetic=self.pool,
+            train=train, seeds=seeds, archs=self.cfg.archs, workers=self.cfg.workers,
+            progress=self.cfg.progress,
+            max_steps=self.cfg.max_steps if self.cfg.max_steps is not None else utility.get("max_steps"),
+            test="real/test" if self.cfg.target is None else "real/test,synthetic/target",
+        )  # fmt: skip
+
+    def raw_pool(self, generator: str, step: int, targeted: bool = False) -> Path:
+        """Generate (or resume) the pool of samples of a checkpoint."""
+        from groundsynth.generate.layouts import LayoutConfig
+        from groundsynth.generate.sampling import GenerateConfig, generate_dataset
+
+        g = self.generators[generator]
+        tag = "targeted" if targeted else "pool"
+        out = self.out / "raw" / f"{generator}-s{step}-{tag}"
+        layouts = None
+        if g["grounded"]:
+            layouts = (
+                LayoutConfig(strategy="target", distribution=_distribution(self.cfg.targeted))
+                if targeted
+                else LayoutConfig(strategy="augmented")
+            )
+        if not (out / "manifest.json").is_file():
+            generate_dataset(
+                GenerateConfig(model=str(g["paths"][step]), out=str(out),
+                               n=self.n if targeted else self.n_pool, layouts=layouts,
+                               masks=str(self.real) if g["grounded"] else None,
+                               seed=self.cfg.seeds[0], device=self.cfg.device)
+            )  # fmt: skip
+        if g["grounded"]:
+            return out
+        labelled = self.out / "raw" / f"{generator}-s{step}-labelled"
+        if not (labelled / "manifest.json").is_file():
+            from groundsynth.generate.pseudo_label import PseudoLabelConfig, pseudo_label
+
+            pseudo_label(
+                PseudoLabelConfig(dataset=str(out), model=str(self.segmenter_path),
+                                  out=str(labelled), device=self.cfg.device)
+            )  # fmt: skip
+        return labelled
+
+    def build_set(self, spec: SetSpec) -> Path:
+        """Write the set's dataset (hard links into its pool) and return it."""
+        from groundsynth.evaluate.filter_output import write_subset
+
+        dest = self.out / "sets" / spec.name
+        if (dest / "set.json").is_file():
+            return dest
+        raw = self.raw_pool(spec.generator, spec.step, spec.targeted)
+        reader = open_dataset(raw)
+        split = _one_split(reader)
+        ids = reader.ids(split)
+        if spec.filtered:
+            score = self.sample_scores(spec, raw, split)
+            order = sorted(ids, key=lambda i: (-score.get(i, -math.inf), i))
+            chosen = sorted(order[: self.n])
+            rule = "pseudo-label confidence" if spec.kind == "ungrounded" else "label fidelity"
+        else:
+            chosen = ids[: self.n]
+            rule = None
+        if len(chosen) < self.n:
+            raise InputError(f"{raw}: {len(chosen)} samples, {self.n} needed for set {spec.name}")
+        write_subset(reader, dest, {split: chosen}, mode="link")
+        write_json(dest / "set.json", {**spec.__dict__, "n": len(chosen), "pool": str(raw),
+                                       "filter": rule, "split": split})  # fmt: skip
+        return dest
+
+    def sample_scores(self, spec: SetSpec, raw: Path, split: str) -> dict[str, float]:
+        """Per-sample filter score: pseudo-label confidence, or the segmenter's label
+        fidelity (per-sample mIoU, scored once per pool)."""
+        if spec.kind == "ungrounded":
+            meta = pd.read_parquet(raw / "metadata.parquet", columns=["id", "confidence"])
+            return dict(zip(meta["id"].astype(str), meta["confidence"].astype(float)))
+        from groundsynth.evaluate.filter import filter_synthetic
+
+        scored = self.out / "raw" / f"{raw.name}-scores"
+        path = scored / "scores" / "per_sample.parquet"
+        if not path.is_file():
+            filter_synthetic(raw, scored, model=str(self.segmenter_path), min_label_fidelity=0.0,
+                             mode="manifest", device=self.cfg.device)  # fmt: skip
+        df = pd.read_parquet(path, columns=["id", "miou"])
+        return dict(zip(df["id"].astype(str), df["miou"].fillna(0.0).astype(float)))
+
+    # ------------------------------------------------------------------ metrics
+    def metrics(self, spec: SetSpec, dataset: Path, floor: Any) -> dict[str, Any]:
+        path = dataset / "metrics.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        from groundsynth.evaluate.synthetic import evaluate_synthetic
+
+        evaluation = self.out / "evaluation" / spec.name
+        summary_path = evaluation / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+        else:
+            summary = evaluate_synthetic(
+                self.real, dataset, evaluation, model=str(self.segmenter_path),
+                device=self.cfg.device, umap=False, tsne=False, seed=self.cfg.seeds[0],
+            )  # fmt: skip
+        values = summary_metrics(summary)
+        values.update(floor_metrics(floor, dataset, self.real, self.out / "descriptor_real.npz"))
+        values.update(caption_metrics(dataset, floor, self.cfg.seeds[0]))
+        write_json(path, values)
+        return values
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
+    """The metrics an ``evaluate synthetic`` summary holds (``None`` where it has none)."""
+
+    def get(*keys: str) -> float | None:
+        x: Any = summary
+        for k in keys:
+            x = x.get(k) if isinstance(x, dict) else None
+        return float(x) if isinstance(x, (int, float)) else None
+
+    ff = ("feature_fidelity", "synthetic")
+    return {
+        "lf_segmenter": get("label_fidelity", "synthetic", "pooled", "miou"),
+        "fd": get(*ff, "frechet_distance"),
+        "kid": get(*ff, "kid", "mean"),
+        "precision": get(*ff, "prdc", "precision"),
+        "recall": get(*ff, "prdc", "recall"),
+        "density": get(*ff, "prdc", "density"),
+        "coverage": get(*ff, "prdc", "coverage"),
+        "composition_jsd": get("composition", "jsd_pixel_share"),
+    }
+
+
+def _floor_pass(floor: Any, dataset: Path) -> tuple[np.ndarray, dict[str, list[float]], np.ndarray]:
+    """One pass over a one-split dataset: the floor's confusion against the maps, the class
+    shares of its reading per image, and the weight-free descriptor of every image."""
+    from groundsynth.evaluate.descriptor import image_descriptor
+
+    reader = open_dataset(dataset)
+    split = _one_split(reader)
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    shares: dict[str, list[float]] = {}
+    rows = []
+    for sample in reader.iter_samples(split):
+        pred = floor.predict(sample.image[None])[0]
+        mask = np.asarray(sample.mask)
+        valid = mask < NUM_CLASSES
+        cm += np.bincount(
+            mask[valid].astype(np.int64) * NUM_CLASSES + pred[valid], minlength=NUM_CLASSES**2
+        ).reshape(NUM_CLASSES, NUM_CLASSES)
+        counts = np.bincount(pred.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+        shares[str(sample.id)] = (counts / max(1, counts.sum())).tolist()
+        rows.append(image_descriptor(sample.image[None], floor)[0])
+    return cm, shares, np.asarray(rows)
+
+
+def floor_metrics(floor: Any, dataset: Path, real: Path, cache: Path) -> dict[str, float | None]:
+    """Label fidelity read by the pixel floor, and the descriptor FD to real A's train split."""
+    from groundsynth.benchmark.metrics import metrics_from_confusion
+    from groundsynth.classes import CLASS_NAMES
+    from groundsynth.evaluate.fidelity import frechet_distance
+
+    cm, _, desc = _floor_pass(floor, dataset)
+    if cache.is_file():
+        with np.load(cache) as z:
+            ref = z["descriptor"]
+    else:
+        ref = real_descriptor(floor, real)
+        np.savez(cache, descriptor=ref)
+    fd = frechet_distance(desc.mean(0), np.cov(desc, rowvar=False), ref.mean(0),
+                          np.cov(ref, rowvar=False))  # fmt: skip
+    return {
+        "lf_floor": float(metrics_from_confusion(cm, CLASS_NAMES)["iou"]),
+        "fd_descriptor": float(fd),
+    }
+
+
+def real_descriptor(floor: Any, real: Path) -> np.ndarray:
+    from groundsynth.evaluate.descriptor import image_descriptor
+
+    reader = open_dataset(real)
+    return np.asarray([image_descriptor(s.image[None], floor)[0]
+                       for s in reader.iter_samples("train")])  # fmt: skip
+
+
+def caption_metrics(dataset: Path, floor: Any, seed: int) -> dict[str, float | None]:
+    """The set's template captions (written from its maps): consistent rate against the
+    floor's reading of each image, and redundancy (1 - distinct-2)."""
+    from groundsynth.evaluate.captions import evaluate_captions
+    from groundsynth.experiment.multimodal import ensure_captions
+
+    ensure_captions(dataset, seed)
+    _, shares, _ = _floor_pass(floor, dataset)
+    res = evaluate_captions(dataset, compositions=shares)
+    pooled = (res.get("consistency") or {}).get("pooled") or {}
+    diversity = (res.get("diversity") or {}).get("pooled") or {}
+    rate = pooled.get("consistent_rate")
+    d2 = diversity.get("distinct_2")
+    return {
+        "caption_consistency": None if rate is None else float(rate),
+        "caption_redundancy": None if d2 is None else 1.0 - float(d2),
+    }
+
+
+def _one_split(reader: Any) -> str:
+    splits = [s for s in reader.splits() if reader.len(s)]
+    if len(splits) != 1:
+        raise InputError(f"{reader.root}: expected one split of synthetic samples, found {splits}")
+    return splits[0]
+
+
+def _distribution(targeted: str | None) -> str:
+    """``uniform`` -> every class 1/7; anything else is a ``Class=x`` distribution."""
+    from groundsynth.classes import CLASS_NAMES
+
+    if targeted == "uniform":
+        return ", ".join(f"{c}={1 / NUM_CLASSES:.6f}" for c in CLASS_NAMES[:-1])
+    return str(targeted)
+
+
+def _link(dst: Path, src: Path) -> None:
+    from groundsynth.experiment.transfer import _link as link
+
+    link(dst, src)
+
+
+def gains_from_rows(rows: list[dict[str, Any]], sets: list[str]) -> pd.DataFrame:
+    """Benchmark rows -> long gains: per set, seed and domain, IoU of ``real,synthetic/<set>``
+    minus the ``real`` run's of the same seed (both averaged over architectures)."""
+    df = pd.DataFrame(rows)
+    df = df[df["test_set"].isin(DOMAINS)]
+    per = df.groupby(["regime", "seed", "test_set"], sort=False)["iou"].mean()
+    out = []
+    for name in sets:
+        regime = f"real,synthetic/{name}"
+        for (reg, seed, test_set), value in per.items():
+            if reg != regime:
+                continue
+            base = per.get(("real", seed, test_set))
+            if base is None:
+                continue
+            out.append({"set": name, "seed": int(seed), "domain": DOMAINS[test_set],
+                        "iou": float(value), "baseline": float(base),
+                        "gain": float(value) - float(base)})  # fmt: skip
+    return pd.DataFrame(out, columns=["set", "seed", "domain", "iou", "baseline", "gain"])
+
+
+def run_metric_utility(config: MetricUtilityConfig) -> dict[str, Any]:
+    """Run (or resume) the study; return its summary (also ``out/metric_utility.json``)."""
+    from groundsynth.experiment.learning import floor_of, segmenter_checks
+
+    study = _Study(config)
+    out = study.out
+    run = start_run(out, "experiment-metric-utility", config,
+                    seeds={"seeds": list(config.seeds)})  # fmt: skip
+    try:
+        if config.target is not None:
+            _link(study.pool / "target", Path(config.target).resolve() / config.target_split)
+        specs = study.specs()
+        log.info(
+            "%d sets of %d samples from %d generator(s); %d segmenter runs per seed",
+            len(specs), study.n, len(study.generators), len(specs) + 1,
+        )  # fmt: skip
+        log.info("1/4 real-trained segmenter and pixel floor")
+        study.segmenter_path = study.segmenter()
+        floor = floor_of(study.real, out, config.seeds[0], out / "benchmark")
+        log.info("2/4 synthetic sets and their metrics")
+        rows = []
+        for i, spec in enumerate(specs, 1):
+            log.info("set %d/%d: %s", i, len(specs), spec.name)
+            dataset = study.build_set(spec)
+            _link(study.pool / spec.name, dataset / _one_split(open_dataset(dataset)))
+            row = {"set": spec.name, **{k: v for k, v in spec.__dict__.items() if k != "name"}}
+            rows.append({**row, "n": study.n, **study.metrics(spec, dataset, floor)})
+        sets = pd.DataFrame(rows)
+        log.info("3/4 utility: segmenters on real and on real + each set")
+        from groundsynth.benchmark.segmentation import run_segmentation_benchmark
+
+        regimes = ("real", *(f"real,synthetic/{s.name}" for s in specs))
+        bench = run_segmentation_benchmark(study.bench_config(regimes, config.seeds))
+        gains = gains_from_rows(bench.rows, [s.name for s in specs])
+        log.info("4/4 correlations")
+        directions = {m: d for m, (d, _, _) in METRICS.items() if m in sets.columns}
+        result = summarise(study, config, sets, gains, directions, floor, bench)
+        result["learning"] = {
+            "checks": segmenter_checks(out / "benchmark", floor, study.real),
+        }
+        result["learning"]["passed"] = all(c["passed"] for c in result["learning"]["checks"])
+        write_json(out / "metric_utility.json", result)
+        run.finish(
+            inputs=[study.real, *(g["run"] for g in study.generators.values())],
+            outputs={"sets": len(specs), "results": "metric_utility.json"},
+            digest=[out / "correlations.csv", out / "metric_utility.json"],
+        )
+    except BaseException:
+        run.close()
+        raise
+    return result
+
+
+def summarise(
+    study: _Study,
+    config: MetricUtilityConfig,
+    sets: pd.DataFrame,
+    gains: pd.DataFrame,
+    directions: dict[str, int],
+    floor: Any,
+    bench: Any,
+) -> dict[str, Any]:
+    """Tables, correlations, plots and the summary dict of a finished study."""
+    from groundsynth.experiment import utility_stats
+    from groundsynth.experiment.utility_plots import scatter_path, write_scatter
+
+    out = study.out
+    metrics_df = sets[["set", "generator", *directions]].copy()
+    utility = utility_stats.utility_table(gains)
+    correlations = utility_stats.rank_correlations(
+        metrics_df, gains, directions, resamples=config.resamples, seed=config.seeds[0]
+    )
+    best = utility_stats.best_predictors(
+        metrics_df, gains, directions, correlations, resamples=config.resamples,
+        seed=config.seeds[0],
+    )  # fmt: skip
+    sets.to_csv(out / "sets.csv", index=False)
+    gains.to_csv(out / "gains_long.csv", index=False)
+    utility.to_csv(out / "utility.csv", index=False)
+    correlations.to_csv(out / "correlations.csv", index=False)
+    meta = {m: {"direction": d, "label": METRICS[m][1], "description": METRICS[m][2]}
+            for m, d in directions.items()}  # fmt: skip
+    domains = [d for d in DOMAINS.values() if d in set(gains["domain"])]
+    for domain in domains:
+        write_scatter(sets, utility, correlations, meta, domain, scatter_path(out, domain))
+    baseline = {}
+    per_seed = gains.drop_duplicates(["seed", "domain"])
+    for domain, g in per_seed.groupby("domain"):
+        baseline[domain] = {"iou_mean": float(g["baseline"].mean()), "n_seeds": int(len(g))}
+    return {
+        "question": "Do the interpretable metrics predict what synthetic data adds?",
+        "task": "segmentation",
+        "utility_metric": "iou",
+        "real": str(study.real),
+        "target": config.target,
+        "n_real_train": study.n_train,
+        "set_size": study.n,
+        "seeds": list(config.seeds),
+        "domains": domains,
+        "generators": {
+            k: {"run": str(v["run"]), "kind": v["kind"], "steps": v["steps"]}
+            for k, v in study.generators.items()
+        },  # fmt: skip
+        "baseline": baseline,
+        "metrics": meta,
+        "sets": _records(sets),
+        "utility": _records(utility),
+        "correlations": _records(correlations),
+        "best": best,
+        "notes": [
+            "utility: gain in macro IoU of real + set over real alone, paired by seed; "
+            "correlations over sets of each metric with the mean gain over seeds",
+            "CIs: percentile bootstrap resampling sets and seeds (seeds jointly, since a seed "
+            "also fixes the real-only baseline)",
+            "logo_concordance: share of set pairs involving a held-out generator's sets that "
+            "the metric orders as their gains (0.5 = chance)",
+            "the best pair is chosen among all pairs, which flatters it; read it with its "
+            "leave-one-generator-out figure",
+            "label fidelity by the segmenter of a pseudo-labelled set is the segmenter agreeing "
+            "with itself (near 1 whatever the images)",
+        ],
+    }
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    clean = df.astype(object).where(pd.notna(df), None)
+    return clean.to_dict(orient="records")
