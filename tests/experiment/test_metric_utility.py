@@ -4,6 +4,7 @@ from the files the steps wrote."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -37,9 +38,17 @@ def study(tmp_path_factory):
                        progress=False)
     )  # fmt: skip
     gens = (exp.train("conditional-diffusion"), exp.train("diffusion"))
+    clip = {}
+    if importlib.util.find_spec("open_clip") is not None:
+        from tests.evaluate.tiny_clip import tiny_open_clip
+
+        (tmp / "clip").mkdir()
+        config, ckpt = tiny_open_clip(tmp / "clip")
+        clip = {"clip_model": str(config), "clip_pretrained": str(ckpt)}
     cfg = MetricUtilityConfig(
         real=str(a), target=str(b), generators=tuple(map(str, gens)), out=str(tmp / "mu"),
         preset="tiny", seeds=(0, 1), budget=0.3, checkpoints=2, resamples=200, progress=False,
+        tasks=("segmentation", "retrieval"), **clip,
     )  # fmt: skip
     return run_metric_utility(cfg), tmp / "mu", cfg
 
@@ -79,15 +88,20 @@ def test_family_of_sets(study):
     best = meta.sort_values(["confidence", "id"], ascending=[False, True])["id"].head(n)
     assert open_dataset(out / "sets" / f"{u}-filtered").ids("synth") == sorted(best)
     # filtering picked better samples by its own score
-    assert meta.set_index("id").loc[sorted(best), "confidence"].mean() >= meta.set_index(
-        "id"
-    ).loc[open_dataset(out / "sets" / u).ids("synth"), "confidence"].mean()
+    assert (
+        meta.set_index("id").loc[sorted(best), "confidence"].mean()
+        >= meta.set_index("id")
+        .loc[open_dataset(out / "sets" / u).ids("synth"), "confidence"]
+        .mean()
+    )
 
 
 def test_metrics_match_their_sources(study):
-    result, out, _ = study
+    result, out, cfg = study
     sets = pd.read_csv(out / "sets.csv").set_index("set")
-    floor = PixelFloor.from_dict(json.loads((out / "benchmark" / "floors" / "real.json").read_text()))
+    floor = PixelFloor.from_dict(
+        json.loads((out / "benchmark" / "floors" / "real.json").read_text())
+    )
     for name in ("conditional-diffusion-s6", "diffusion-s20-filtered"):
         summary = json.loads((out / "evaluation" / name / "summary.json").read_text())
         ff = summary["feature_fidelity"]["synthetic"]
@@ -100,15 +114,37 @@ def test_metrics_match_their_sources(study):
         assert sets.loc[name, "lf_segmenter"] == pytest.approx(lf)
         read = score_floor(floor, out / "sets" / name, "synth")["iou"]
         assert sets.loc[name, "lf_floor"] == pytest.approx(read)
-    assert set(METRICS) <= set(sets.columns)
-    assert sets[list(METRICS)].notna().all().all()
+    assert set(METRICS) - {"clipscore"} <= set(sets.columns)
+    assert sets[[m for m in METRICS if m in sets.columns]].notna().all().all()
+    if cfg.clip_model is not None:
+        from groundsynth.evaluate.captions import evaluate_captions
+        from groundsynth.evaluate.clipscore import ClipScoreConfig
+
+        clip = ClipScoreConfig(model=cfg.clip_model, pretrained=cfg.clip_pretrained)
+        direct = evaluate_captions(out / "sets" / "diffusion-s6", clip=clip)
+        assert sets.loc["diffusion-s6", "clipscore"] == pytest.approx(
+            direct["clipscore"]["pooled"]["mean"]
+        )
+        assert "clipscore" in result["metrics"]
     assert ((sets["caption_consistency"] >= 0) & (sets["caption_consistency"] <= 1)).all()
 
 
 def test_gains_are_paired_differences_of_the_runs(study):
     result, out, _ = study
     gains = pd.read_csv(out / "gains_long.csv")
-    assert len(gains) == 9 * 2 * 2  # sets x seeds x domains
+    assert len(gains) == 9 * 2 * 4  # sets x seeds x (2 tasks x 2 domains)
+    retrieval = {}
+    for p in (out / "retrieval" / "runs").glob("*/seed*/metrics.json"):
+        m = json.loads(p.read_text())
+        retrieval[(m["regime"], m["seed"])] = m["test"]
+    for row in (
+        gains[gains["domain"].str.startswith("retrieval: ")].sample(4, random_state=1).itertuples()
+    ):
+        test_set = "real/test" if "in-domain" in row.domain else "synthetic/target"
+        with_set = retrieval[(f"real,synthetic/{row.set}", row.seed)][test_set]["mean_recall"]
+        alone = retrieval[("real", row.seed)][test_set]["mean_recall"]
+        assert row.gain == pytest.approx((with_set - alone) / 100)
+    gains = gains[~gains["domain"].str.startswith("retrieval: ")]
     runs = {}
     for p in (out / "benchmark" / "runs").glob("*/*/seed*/metrics.json"):
         m = json.loads(p.read_text())
@@ -146,7 +182,10 @@ def test_correlations_equal_scipy_on_the_written_tables(study):
             assert row["kendall"] == pytest.approx(stats.kendalltau(x, mean_gain).statistic)
             assert row["oriented_spearman"] == pytest.approx(METRICS[metric][0] * row["spearman"])
     assert set(result["best"]) == set(result["domains"])
-    assert result["domains"] == ["in-domain (A test)", "cross-region (B)"]
+    assert result["domains"] == [
+        "in-domain (A test)", "cross-region (B)",
+        "retrieval: in-domain (A test)", "retrieval: cross-region (B)",
+    ]  # fmt: skip
     for domain in result["domains"]:
         assert (out / f"scatter_{_slug(domain)}.png").is_file()
 

@@ -16,6 +16,7 @@ from groundsynth.experiment.utility_stats import (
     rank_correlations,
     spearman_rows,
     utility_table,
+    within_generator_spearman,
 )
 
 
@@ -294,3 +295,28 @@ def test_reselected_logo_redoes_the_choice_without_the_held_out_generator():
     assert single["metric"] == "p"
     assert single["logo_concordance"] == pytest.approx(26 / 27)
     assert single["logo_concordance_reselected"] == pytest.approx(25 / 27)
+
+
+def test_within_generator_spearman_averages_each_generators_own_correlation():
+    # across generators the metric separates g1 (high values, high gains) from g2; inside
+    # each generator it orders the sets one way in g1 and the other way in g2
+    x = np.array([10.0, 11, 12, 13, 1, 2, 3, 4])
+    gain = np.array([5.0, 6, 8, 7, 4, 3, 1, 2])
+    gens = np.array(["g1"] * 4 + ["g2"] * 4)
+    want = np.mean(
+        [stats.spearmanr(x[:4], gain[:4]).statistic, stats.spearmanr(x[4:], gain[4:]).statistic]
+    )
+    assert within_generator_spearman(x, gain, gens) == pytest.approx(want)
+    assert want == pytest.approx((0.8 - 0.8) / 2)  # 0.8 in g1, -0.8 in g2
+    assert stats.spearmanr(x, gain).statistic > 0.5  # the pooled figure hides it
+    # generators with fewer than 3 usable sets, or constant, are left out; none left: nan
+    x2 = x.copy()
+    x2[5:] = np.nan
+    assert within_generator_spearman(x2, gain, gens) == pytest.approx(0.8)
+    assert math.isnan(within_generator_spearman(x2[4:], gain[4:], gens[4:]))
+    table = rank_correlations(
+        _metrics(generators=list(gens), m=x, fd=-x), _gains(gain[:, None]), {"m": 1, "fd": -1},
+        resamples=100,
+    )  # fmt: skip
+    assert _row(table, "m")["within_generator"] == pytest.approx(want)
+    assert _row(table, "fd")["within_generator"] == pytest.approx(want)  # oriented

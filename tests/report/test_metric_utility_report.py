@@ -176,9 +176,9 @@ def test_correlation_table_sorted_escaped_with_missing_values(pages):
     assert "<k=5>" not in pages["open"]
     cells = {r[0]: r[3:] for r in _rows(table)}
     assert cells["FD (segmenter features)"] == [
-        "-0.52 [-0.80, -0.05]", "0.03", "-0.42 [-0.64, -0.04]", "0.04", "0.52", "0.66", "3"
+        "-0.52 [-0.80, -0.05]", "0.03", "-0.42 [-0.64, -0.04]", "0.04", "0.52", "0.66", "3", "–"
     ]  # fmt: skip
-    assert cells["patch size (px)"] == ["constant", "–", "constant", "–", "–", "–", "3"]
+    assert cells["patch size (px)"] == ["constant", "–", "constant", "–", "–", "–", "3", "–"]
 
 
 def test_scatters_embedded_as_written(pages):
@@ -221,3 +221,19 @@ def test_findings_carry_one_line_per_domain(pages, tmp_path):
     panel = _text(_section(page, "findings"))
     assert "metric utility (mu), in-domain (A test): Best single predictor" in panel
     assert "Grounded augmentation is better" in panel  # the experiment's answer still there
+
+
+def test_answer_names_the_within_generator_correlation_when_there_is_one():
+    from groundsynth.report.metric_utility import answer_sentence
+
+    row = {"domain": "D", "metric": "m", "n_sets": 13, "within_generator": 0.25}
+    doc = {
+        "metrics": {"m": {"direction": 1, "label": "label fidelity"}},
+        "correlations": [row],
+        "best": {"D": {"single": {"metric": "m", "oriented_spearman": 0.8, "ci95_low": 0.4,
+                                  "ci95_high": 0.9, "logo_concordance": 0.7}}},
+    }  # fmt: skip
+    assert "among the sets of one generator" in answer_sentence(doc, "D")
+    assert "orders them at ρ = 0.25 on average" in answer_sentence(doc, "D")
+    row["within_generator"] = None
+    assert "among the sets of one generator" not in answer_sentence(doc, "D")

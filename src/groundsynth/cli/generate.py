@@ -75,6 +75,15 @@ def train_generator_cmd(
     vgg_weights: Path | None = typer.Option(
         None, help="conditional: local VGG19 weights (.pth) enabling the perceptual loss."
     ),
+    fm_segmenter: Path | None = typer.Option(
+        None,
+        help="conditional: a real-trained segmenter.pt enabling feature matching: L1 between "
+        "its encoder's features of each generated image and of the real image of the same map. "
+        "Needed to train and resume, not to sample.",
+    ),
+    fm_weight: float = typer.Option(
+        10.0, help="conditional: weight of the --fm-segmenter feature-matching loss."
+    ),
     l1_weight: float = typer.Option(
         0.0, help="conditional: weight of an L1 loss to the real image."
     ),
@@ -140,6 +149,8 @@ def train_generator_cmd(
 
     Example: `groundsynth train-generator data/ --out runs/spade --eval-every 1000 --stop-on-plateau`
 
+    Example (feature matching on a real-trained segmenter): `groundsynth train-generator data/ --out runs/spade --fm-segmenter bench/runs/unet/real/seed0/segmenter.pt --fm-weight 10`
+
     Example: `groundsynth train-generator data/ --out runs/cdiff --kind conditional-diffusion --map-dropout 0.1`
 
     Example (2 GPUs, --batch-size per GPU): `groundsynth train-generator data/ --out runs/spade --devices 2 --strategy ddp`
@@ -158,6 +169,8 @@ def train_generator_cmd(
             discriminator=discriminator,  # type: ignore[arg-type]
             d_width=d_width,
             vgg_weights=str(vgg_weights.resolve()) if vgg_weights else None,
+            fm_segmenter=str(fm_segmenter) if fm_segmenter else None,
+            fm_weight=fm_weight,
             l1_weight=l1_weight,
             **extra,
         )

@@ -92,7 +92,14 @@ METRICS: dict[str, tuple[int, str, str]] = {
                             "truth about what the pixel floor reads in its images"),
     "caption_redundancy": (-1, "caption redundancy",
                            "1 - distinct-2 of the set's captions (repeated phrasing)"),
+    "clipscore": (1, "CLIPScore",
+                  "mean CLIPScore of the set's captions with their images (only with a CLIP: "
+                  "--clip-model)"),
 }  # fmt: skip
+
+#: downstream tasks whose gain can be the utility: task -> (benchmark metric, scale to 0..1)
+TASKS: dict[str, tuple[str, float]] = {"segmentation": ("iou", 1.0),
+                                       "retrieval": ("mean_recall", 0.01)}  # fmt: skip
 
 #: a set name: generator slug, checkpoint step, variant
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -119,6 +126,9 @@ class MetricUtilityConfig:
     archs: tuple[str, ...] = ("unet",)
     max_steps: int | None = None
     resamples: int = 2000
+    tasks: tuple[str, ...] = ("segmentation",)
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
     workers: int = 0
     device: str = "auto"
     progress: bool = True
@@ -145,6 +155,13 @@ class MetricUtilityConfig:
             raise InputError(f"checkpoints must be >= 0 (0: all), got {self.checkpoints}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"seeds must be distinct and at least one, got {self.seeds}")
+        if "segmentation" not in self.tasks or any(t not in TASKS for t in self.tasks):
+            raise InputError(
+                f"tasks must be segmentation (always: its segmenter reads the sets) and "
+                f"optionally retrieval, got {list(self.tasks)}"
+            )
+        if "retrieval" in self.tasks and self.target is None:
+            raise InputError("the retrieval utility needs --target (its runs test on region B)")
         if self.resamples < 100:
             raise InputError(f"resamples must be >= 100, got {self.resamples}")
 
@@ -326,10 +343,25 @@ class _Study:
         return dict(zip(df["id"].astype(str), df["miou"].fillna(0.0).astype(float)))
 
     # ------------------------------------------------------------------ metrics
+    def clip(self) -> Any:
+        if self.cfg.clip_model is None:
+            return None
+        from groundsynth.evaluate.clipscore import ClipScoreConfig
+
+        return ClipScoreConfig(model=self.cfg.clip_model, pretrained=self.cfg.clip_pretrained,
+                               device=self.cfg.device)  # fmt: skip
+
     def metrics(self, spec: SetSpec, dataset: Path, floor: Any) -> dict[str, Any]:
+        """Every metric of a set, cached in its ``metrics.json`` (the caption metrics are
+        redone when a CLIP was given after the cache was written)."""
         path = dataset / "metrics.json"
         if path.is_file():
-            return json.loads(path.read_text())
+            values = json.loads(path.read_text())
+            if self.cfg.clip_model is None or "clipscore" in values:
+                return values
+            values.update(caption_metrics(dataset, floor, self.cfg.seeds[0], self.clip()))
+            write_json(path, values)
+            return values
         from groundsynth.evaluate.synthetic import evaluate_synthetic
 
         evaluation = self.out / "evaluation" / spec.name
@@ -343,7 +375,7 @@ class _Study:
             )  # fmt: skip
         values = summary_metrics(summary)
         values.update(floor_metrics(floor, dataset, self.real, self.out / "descriptor_real.npz"))
-        values.update(caption_metrics(dataset, floor, self.cfg.seeds[0]))
+        values.update(caption_metrics(dataset, floor, self.cfg.seeds[0], self.clip()))
         write_json(path, values)
         return values
 
@@ -422,23 +454,30 @@ def real_descriptor(floor: Any, real: Path) -> np.ndarray:
                        for s in reader.iter_samples("train")])  # fmt: skip
 
 
-def caption_metrics(dataset: Path, floor: Any, seed: int) -> dict[str, float | None]:
+def caption_metrics(
+    dataset: Path, floor: Any, seed: int, clip: Any = None
+) -> dict[str, float | None]:
     """The set's template captions (written from its maps): consistent rate against the
-    floor's reading of each image, and redundancy (1 - distinct-2)."""
+    floor's reading of each image, redundancy (1 - distinct-2) and, with ``clip`` (a
+    :class:`~groundsynth.evaluate.clipscore.ClipScoreConfig`), their mean CLIPScore."""
     from groundsynth.evaluate.captions import evaluate_captions
     from groundsynth.experiment.multimodal import ensure_captions
 
     ensure_captions(dataset, seed)
     _, shares, _ = _floor_pass(floor, dataset)
-    res = evaluate_captions(dataset, compositions=shares)
+    res = evaluate_captions(dataset, compositions=shares, clip=clip)
     pooled = (res.get("consistency") or {}).get("pooled") or {}
     diversity = (res.get("diversity") or {}).get("pooled") or {}
     rate = pooled.get("consistent_rate")
     d2 = diversity.get("distinct_2")
-    return {
+    out = {
         "caption_consistency": None if rate is None else float(rate),
         "caption_redundancy": None if d2 is None else 1.0 - float(d2),
     }
+    if clip is not None:
+        mean = ((res.get("clipscore") or {}).get("pooled") or {}).get("mean")
+        out["clipscore"] = None if mean is None else float(mean)
+    return out
 
 
 def _one_split(reader: Any) -> str:
@@ -463,12 +502,18 @@ def _link(dst: Path, src: Path) -> None:
     link(dst, src)
 
 
-def gains_from_rows(rows: list[dict[str, Any]], sets: list[str]) -> pd.DataFrame:
-    """Benchmark rows -> long gains: per set, seed and domain, IoU of ``real,synthetic/<set>``
-    minus the ``real`` run's of the same seed (both averaged over architectures)."""
+def gains_from_rows(
+    rows: list[dict[str, Any]], sets: list[str], task: str = "segmentation"
+) -> pd.DataFrame:
+    """Benchmark rows -> long gains: per set, seed and domain, the task's metric (IoU; mean
+    recall scaled to 0..1) of ``real,synthetic/<set>`` minus the ``real`` run's of the same
+    seed (both averaged over architectures). Domains of tasks other than segmentation are
+    named ``"<task>: <domain>"``."""
+    metric, scale = TASKS[task]
+    prefix = "" if task == "segmentation" else f"{task}: "
     df = pd.DataFrame(rows)
     df = df[df["test_set"].isin(DOMAINS)]
-    per = df.groupby(["regime", "seed", "test_set"], sort=False)["iou"].mean()
+    per = df.groupby(["regime", "seed", "test_set"], sort=False)[metric].mean() * scale
     out = []
     for name in sets:
         regime = f"real,synthetic/{name}"
@@ -478,10 +523,48 @@ def gains_from_rows(rows: list[dict[str, Any]], sets: list[str]) -> pd.DataFrame
             base = per.get(("real", seed, test_set))
             if base is None:
                 continue
-            out.append({"set": name, "seed": int(seed), "domain": DOMAINS[test_set],
+            out.append({"set": name, "seed": int(seed), "domain": prefix + DOMAINS[test_set],
                         "iou": float(value), "baseline": float(base),
                         "gain": float(value) - float(base)})  # fmt: skip
     return pd.DataFrame(out, columns=["set", "seed", "domain", "iou", "baseline", "gain"])
+
+
+def retrieval_rows(study: _Study, names: list[str], regimes: tuple[str, ...]) -> list[dict]:
+    """Run (or resume) the retrieval benchmark on real and real + each set (the sets' template
+    captions, A's and B's from their maps); return its rows."""
+    from groundsynth.experiment.multimodal import (
+        ensure_captions,
+        link_pool_captions,
+        run_retrieval_task,
+    )
+
+    cfg = study.cfg
+    ensure_captions(study.real, cfg.seeds[0])
+    target = Path(cfg.target).resolve()  # type: ignore[arg-type]
+    ensure_captions(target, cfg.seeds[0])
+    link_pool_captions(study.pool, "target", target, cfg.target_split)
+    for name in names:
+        dataset = study.out / "sets" / name
+        link_pool_captions(study.pool, name, dataset, _one_split(open_dataset(dataset)))
+    run_retrieval_task(
+        out=study.out, source=study.real, pool=study.pool, regimes=regimes, seeds=cfg.seeds,
+        settings=dict(study.preset["retrieval"]), workers=cfg.workers, progress=cfg.progress,
+    )  # fmt: skip
+    return pd.read_csv(study.out / "retrieval_results_long.csv").to_dict(orient="records")
+
+
+def learning_summary(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's learning check: every ``real`` (baseline) segmenter beats the pixel floor
+    in-domain -- else no gain means anything. Runs on real + a set below their floor are
+    listed, not failed: a set that makes the segmenter worse is a measured (negative) utility."""
+    baseline = [c for c in checks if " real seed " in c["model"]]
+    below = [c["model"] for c in checks if c not in baseline and not c["passed"]]
+    return {
+        "passed": bool(baseline) and all(c["passed"] for c in baseline),
+        "checks": baseline,
+        "failed": [c["model"] for c in baseline if not c["passed"]],
+        "with_set_below_floor": below,
+    }
 
 
 def run_metric_utility(config: MetricUtilityConfig) -> dict[str, Any]:
@@ -517,14 +600,18 @@ def run_metric_utility(config: MetricUtilityConfig) -> dict[str, Any]:
 
         regimes = ("real", *(f"real,synthetic/{s.name}" for s in specs))
         bench = run_segmentation_benchmark(study.bench_config(regimes, config.seeds))
-        gains = gains_from_rows(bench.rows, [s.name for s in specs])
+        names = [s.name for s in specs]
+        gains = gains_from_rows(bench.rows, names)
+        if "retrieval" in config.tasks:
+            log.info("3b/4 utility: retrieval on real and on real + each set")
+            rows = retrieval_rows(study, names, regimes)
+            gains = pd.concat([gains, gains_from_rows(rows, names, "retrieval")], ignore_index=True)
         log.info("4/4 correlations")
         directions = {m: d for m, (d, _, _) in METRICS.items() if m in sets.columns}
         result = summarise(study, config, sets, gains, directions, floor, bench)
-        result["learning"] = {
-            "checks": segmenter_checks(out / "benchmark", floor, study.real),
-        }
-        result["learning"]["passed"] = all(c["passed"] for c in result["learning"]["checks"])
+        result["learning"] = learning_summary(
+            segmenter_checks(out / "benchmark", floor, study.real)
+        )
         write_json(out / "metric_utility.json", result)
         run.finish(
             inputs=[study.real, *(g["run"] for g in study.generators.values())],
@@ -566,9 +653,14 @@ def summarise(
     correlations.to_csv(out / "correlations.csv", index=False)
     meta = {m: {"direction": d, "label": METRICS[m][1], "description": METRICS[m][2]}
             for m, d in directions.items()}  # fmt: skip
-    domains = [d for d in DOMAINS.values() if d in set(gains["domain"])]
+    present = list(dict.fromkeys(gains["domain"]))
+    domains = [
+        f"{p}{d}" for p in ("", "retrieval: ") for d in DOMAINS.values() if f"{p}{d}" in present
+    ]
     for domain in domains:
-        write_scatter(sets, utility, correlations, meta, domain, scatter_path(out, domain))
+        ylabel = "gain in mR (points)" if domain.startswith("retrieval") else "gain in IoU (points)"
+        write_scatter(sets, utility, correlations, meta, domain, scatter_path(out, domain),
+                      ylabel=ylabel)  # fmt: skip
     baseline = {}
     per_seed = gains.drop_duplicates(["seed", "domain"])
     for domain, g in per_seed.groupby("domain"):
@@ -576,6 +668,7 @@ def summarise(
     return {
         "question": "Do the interpretable metrics predict what synthetic data adds?",
         "task": "segmentation",
+        "tasks": list(config.tasks),
         "utility_metric": "iou",
         "real": str(study.real),
         "target": config.target,
@@ -604,6 +697,21 @@ def summarise(
             "leave-one-generator-out figure",
             "label fidelity by the segmenter of a pseudo-labelled set is the segmenter agreeing "
             "with itself (near 1 whatever the images)",
+            *(
+                [
+                    "retrieval: domains: gain in the dual encoder's mean recall (points) of real + "
+                    "the set's template captions over real alone"
+                ]
+                if "retrieval" in config.tasks
+                else []
+            ),
+            *(
+                []
+                if config.clip_model
+                else [
+                    "CLIPScore not computed: no CLIP given (--clip-model; e.g. RemoteCLIP weights)"
+                ]
+            ),
         ],
     }
 

@@ -63,6 +63,7 @@ __all__ = [
     "rank_correlations",
     "spearman_rows",
     "utility_table",
+    "within_generator_spearman",
 ]
 
 _GAIN_COLUMNS = ("set", "seed", "domain", "gain")
@@ -84,6 +85,7 @@ _CORRELATION_COLUMNS = [
     "logo_concordance",
     "logo_generators",
     "constant",
+    "within_generator",
 ]
 #: Kendall's sign matrices are built this many elements at a time (bounds memory at ~100 sets).
 _CHUNK_ELEMENTS = 2_000_000
@@ -323,6 +325,30 @@ def _reselected_logo(
 # --------------------------------------------------------------------------- public analysis
 
 
+def within_generator_spearman(
+    values: np.ndarray, gain: np.ndarray, generators: np.ndarray
+) -> float:
+    """Mean over generators of the Spearman correlation between ``values`` and ``gain`` among
+    that generator's own sets (its checkpoints, filtered and targeted variants), over the
+    generators with at least 3 usable sets and a defined correlation; nan when none has.
+
+    Between-generator differences (grounded vs pseudo-labelled, one family vs another) can
+    carry a correlation over all sets on their own; this figure asks the question inside each
+    generator, where only the variants differ."""
+    from scipy import stats
+
+    values, gain = np.asarray(values, float), np.asarray(gain, float)
+    use = ~np.isnan(values) & ~np.isnan(gain)
+    found = []
+    for g in pd.unique(generators[use]):
+        k = use & (generators == g)
+        x, y = values[k], gain[k]
+        if k.sum() < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        found.append(float(stats.spearmanr(x, y).statistic))
+    return float(np.mean(found)) if found else math.nan
+
+
 def rank_correlations(
     metrics: pd.DataFrame,
     gains: pd.DataFrame,
@@ -345,7 +371,8 @@ def rank_correlations(
     ``*_ci95_low/high`` are the set-and-seed bootstrap percentile interval at ``confidence``
     (see the module docstring); ``oriented_*`` = ``direction`` x the correlation;
     ``logo_concordance``/``logo_generators`` the leave-one-generator-out concordance (nan for
-    a constant metric). ``constant``: the metric takes fewer than 2 distinct values over the
+    a constant metric); ``within_generator``: :func:`within_generator_spearman` of the
+    oriented metric. ``constant``: the metric takes fewer than 2 distinct values over the
     usable sets. A constant metric, fewer than 3 usable sets or constant mean gains give nan
     correlations and intervals, without warnings.
     """
@@ -378,9 +405,14 @@ def rank_correlations(
                 if constant
                 else logo_concordance(direction * x_all, mean_all, generators)
             )
+            within = (
+                math.nan
+                if constant
+                else within_generator_spearman(direction * x_all, mean_all, generators)
+            )
             rows.append(
                 (domain, name, int(direction), n, rho, rho_p, *ci_rho, tau, tau_p, *ci_tau)
-                + (direction * rho, direction * tau, logo, n_gen, bool(constant))
+                + (direction * rho, direction * tau, logo, n_gen, bool(constant), within)
             )
     return pd.DataFrame(rows, columns=_CORRELATION_COLUMNS)
 

@@ -91,6 +91,19 @@ def answer_sentence(doc: dict[str, Any], domain: str) -> str:
         return _label(metrics, name) + (" (lower is better)" if lower else "")
 
     sentence = _clause(f"Best single predictor: {named(single['metric'])}", single, n_sets)
+    within = next(
+        (
+            _num(c.get("within_generator"))
+            for c in doc.get("correlations") or []
+            if c.get("domain") == domain and c.get("metric") == single["metric"]
+        ),
+        math.nan,
+    )
+    if math.isfinite(within):
+        sentence += (
+            f"; among the sets of one generator (its checkpoints and variants) it orders them at "
+            f"ρ = {within:.2f} on average"
+        )
     pair = best.get("combination") or {}
     if pair.get("metrics"):
         what = "Best pair (mean of their oriented ranks): " + " + ".join(
@@ -157,6 +170,7 @@ def _correlation_rows(doc: dict[str, Any], domain: str) -> list[list[Any]]:
             _num(c.get("kendall_p")), _num(c.get("oriented_spearman")),
             _num(c.get("logo_concordance")),
             len(gens) if isinstance(gens, list) else "–" if gens is None else gens,
+            _num(c.get("within_generator")),
         ])  # fmt: skip
     return out
 
@@ -191,7 +205,8 @@ def metric_utility_section(page: Page, path: Path) -> None:
     page.paragraph(
         f"{doc.get('question') or 'Do the metrics predict what synthetic data adds?'} "
         f"{len(sets)} synthetic sets from {len(gens)} generator(s) ({', '.join(gens)}); the "
-        f"utility of a set is the gain in {doc.get('task', 'segmentation')} {what} of real + set "
+        f"utility of a set is the gain in {doc.get('task', 'segmentation')} {what} "
+        f"{'(and in retrieval mean recall) ' if 'retrieval' in (doc.get('tasks') or []) else ''}of real + set "
         f"over real alone, per seed ({len(doc.get('seeds') or [])} seeds) and domain, in points."
     )
     base = doc.get("baseline") or {}
@@ -219,7 +234,8 @@ def metric_utility_section(page: Page, path: Path) -> None:
             page.table(
                 rows,
                 ["metric", "better", "sets", "Spearman ρ [95 % CI]", "p", "Kendall τ [95 % CI]",
-                 "p", "oriented ρ", "LOGO concordance", "LOGO generators"],
+                 "p", "oriented ρ", "LOGO concordance", "LOGO generators",
+                 "oriented ρ within generators"],
                 left=2, digits=2,
             )  # fmt: skip
         scatter = path / scatter_name(domain)
@@ -227,7 +243,8 @@ def metric_utility_section(page: Page, path: Path) -> None:
             mime, data = plot_file(scatter)
             page.image(
                 data,
-                f"{domain}: each metric against the mean gain in {what} points of real + set over "
+                f"{domain}: each metric against the mean gain in "
+                f"{'mean recall' if domain.startswith('retrieval') else what} points of real + set over "
                 "real alone (bars: 95 % CI over seeds). Colour: generator; marker: filtered / "
                 "targeted. Panel titles: Spearman ρ [95 % CI].",
                 mime=mime,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from groundsynth.errors import InputError
@@ -30,6 +31,13 @@ class ConditionalConfig:
         adversarial_weight: weight of the generator's adversarial loss.
         vgg_weights: local VGG19 state-dict file enabling the perceptual loss (never downloaded).
         vgg_weight: weight of the perceptual loss (when ``vgg_weights`` is given).
+        fm_segmenter: a real-trained segmenter checkpoint (``segmenter.pt``) enabling the
+            feature-matching loss: L1 between its encoder's features of the generated and the
+            real image (see :class:`~.losses.SegmenterFeatureLoss`). Needed to train and to
+            resume, never to sample (it is not saved in checkpoints).
+        fm_weight: weight of the feature-matching loss (when ``fm_segmenter`` is given).
+        fm_segmenter_sha256: the SHA-256 of ``fm_segmenter``, recorded by :meth:`resolved`;
+            a run refuses to resume on a changed file.
         l1_weight: weight of an L1 loss to the real image (0: off; for checks, not diversity).
         lr_g, lr_d, beta1, beta2: Adam settings (OASIS: 1e-4, 4e-4, 0, 0.999).
         ema_decay: decay of the generator weights' moving average used for sampling.
@@ -44,6 +52,9 @@ class ConditionalConfig:
     adversarial_weight: float = 1.0
     vgg_weights: str | None = None
     vgg_weight: float = 10.0
+    fm_segmenter: str | None = None
+    fm_weight: float = 10.0
+    fm_segmenter_sha256: str | None = None
     l1_weight: float = 0.0
     lr_g: float = 1e-4
     lr_d: float = 4e-4
@@ -68,9 +79,11 @@ class ConditionalConfig:
             )
         if self.d_width < 1 or (self.d_depth is not None and self.d_depth < 1):
             raise InputError("discriminator width and depth must be >= 1")
-        for name in ("adversarial_weight", "vgg_weight", "l1_weight"):
+        for name in ("adversarial_weight", "vgg_weight", "fm_weight", "l1_weight"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.fm_segmenter_sha256 is not None and self.fm_segmenter is None:
+            raise InputError("fm_segmenter_sha256 is given without fm_segmenter")
         if not (self.lr_g > 0 and self.lr_d > 0):
             raise InputError(f"learning rates must be > 0, got {self.lr_g}, {self.lr_d}")
         if not 0 <= self.ema_decay < 1:
@@ -82,7 +95,8 @@ class ConditionalConfig:
         return _DEFAULT_LOSS[self.discriminator] if self.loss == "auto" else self.loss
 
     def resolved(self, image_size: int) -> ConditionalConfig:
-        """Defaults that depend on the image size filled in; checks the size fits."""
+        """Defaults that depend on the image size filled in; checks the size fits; the
+        feature-matching segmenter's absolute path and SHA-256 recorded."""
         self.generator.check_size(image_size)
         depth = self.d_depth
         if depth is None:
@@ -96,7 +110,35 @@ class ConditionalConfig:
                 f"image size {image_size} is not a multiple of {2**depth} (2**d_depth for the "
                 "U-Net discriminator); lower d_depth"
             )
-        return replace(self, d_depth=depth, loss=self.adversarial_loss)  # type: ignore[arg-type]
+        fm_path, fm_digest = self._resolved_fm_segmenter()
+        return replace(
+            self,
+            d_depth=depth,
+            loss=self.adversarial_loss,  # type: ignore[arg-type]
+            fm_segmenter=fm_path,
+            fm_segmenter_sha256=fm_digest,
+        )
+
+    def _resolved_fm_segmenter(self) -> tuple[str | None, str | None]:
+        """``(absolute path, sha256)`` of the feature-matching segmenter (``None``: none)."""
+        if self.fm_segmenter is None:
+            return None, None
+        from groundsynth.runs import file_digest
+
+        path = Path(self.fm_segmenter).expanduser().resolve()
+        if not path.is_file():
+            raise InputError(
+                f"--fm-segmenter {path}: file not found (give a real-trained segmenter.pt, "
+                "e.g. from `groundsynth benchmark segmentation`)"
+            )
+        digest = file_digest(path)
+        if self.fm_segmenter_sha256 is not None and digest != self.fm_segmenter_sha256:
+            raise InputError(
+                f"--fm-segmenter {path}: its content changed since the run recorded it "
+                f"(sha256 {self.fm_segmenter_sha256[:12]}..., now {digest[:12]}...); restore "
+                "the file or train in a new --out"
+            )
+        return str(path), digest
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConditionalConfig:

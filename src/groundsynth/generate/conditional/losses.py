@@ -10,6 +10,11 @@
 * VGG19 perceptual loss (pix2pixHD / SPADE): L1 between VGG19 features of the generated and
   the real image, weights 1/32 .. 1 from relu1_1 to relu5_1. Only built from a *local* weights
   file (:func:`load_vgg19_features`); never downloaded.
+* Segmenter feature matching: L1 between the multi-scale encoder features of the generated
+  and the real image, read by a frozen *real-trained* segmenter (a ``segmenter.pt`` of
+  ``groundsynth benchmark segmentation``), averaged over the encoder's stages. The features
+  exist offline (the segmenter was trained on the same real data) and know what the classes
+  look like at this resolution, which VGG's ImageNet features need not.
 * L1 reconstruction (pix2pix): mean absolute difference to the real image. Off by default:
   it pulls every sample towards the one real image and kills diversity; useful for checks.
 """
@@ -28,6 +33,7 @@ from groundsynth.errors import InputError
 
 __all__ = [
     "ADVERSARIAL_LOSSES",
+    "SegmenterFeatureLoss",
     "VGGPerceptualLoss",
     "class_balance_weights",
     "get_adversarial_loss",
@@ -170,3 +176,67 @@ class VGGPerceptualLoss(nn.Module):
                 loss = loss + _VGG_WEIGHTS[k] * F.l1_loss(x, y.detach())
                 k += 1
         return loss
+
+
+# ----------------------------------------------------------------------------- segmenter
+class SegmenterFeatureLoss(nn.Module):
+    """Mean over a frozen segmenter's encoder stages of the L1 between the features of two
+    images in [-1, 1].
+
+    Images are brought to 0..1 and through the segmenter's own input normalisation and
+    padding; the encoder's stage 0 (smp returns the input itself there) and empty stages
+    (some transformers' placeholder) are left out, so the loss reads features, not pixels.
+    Gradients reach the first image only; the segmenter stays frozen and in eval mode (its
+    batch-norm statistics never change). It is not part of the generator's checkpoints.
+    """
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.segmenter = segmenter.eval()
+        self.segmenter.requires_grad_(False)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], sha256: str | None = None
+    ) -> SegmenterFeatureLoss:
+        """Load a real-trained RGB segmenter checkpoint (``weights_only``); with ``sha256``,
+        refuse a file whose content changed since it was recorded."""
+        from groundsynth.benchmark.model import load_segmenter
+        from groundsynth.runs import file_digest
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(
+                f"{path}: feature-matching segmenter not found (give a real-trained "
+                "segmenter.pt, e.g. from `groundsynth benchmark segmentation`)"
+            )
+        if sha256 is not None and file_digest(path) != sha256:
+            raise InputError(
+                f"{path}: the feature-matching segmenter changed since the run recorded it "
+                f"(sha256 {sha256[:12]}...); restore it or train in a new --out"
+            )
+        segmenter, _ = load_segmenter(path)
+        if segmenter.spec.in_channels != 3:
+            raise InputError(
+                f"{path}: takes {segmenter.spec.in_channels} bands; feature matching needs an "
+                "RGB segmenter"
+            )
+        return cls(segmenter)
+
+    def train(self, mode: bool = True) -> SegmenterFeatureLoss:
+        super().train(mode)
+        self.segmenter.eval()  # always frozen
+        return self
+
+    def stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps (stage 1 on) of ``images`` in [-1, 1]."""
+        # the segmenter's own normalisation and padding (what its forward applies)
+        x, _, _ = self.segmenter._prepare((images + 1) / 2)
+        return [f for f in self.segmenter.net.encoder(x)[1:] if f.numel()]
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            targets = self.stages(real)
+        feats = self.stages(fake)
+        terms = [F.l1_loss(f, t) for f, t in zip(feats, targets, strict=True)]
+        return torch.stack(terms).mean()

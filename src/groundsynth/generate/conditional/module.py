@@ -1,9 +1,9 @@
 """Lightning module of the conditional GAN: SPADE generator vs. U-Net or PatchGAN discriminator.
 
 One step (manual optimisation): the discriminator learns on a real and a generated batch,
-then the generator learns against it (adversarial loss, plus the VGG perceptual and L1
-losses when enabled), then the generator's EMA is updated. Noise comes from the step's
-seeded generator (see :class:`~groundsynth.generate.module.GeneratorModule`).
+then the generator learns against it (adversarial loss, plus the VGG perceptual, segmenter
+feature-matching and L1 losses when enabled), then the generator's EMA is updated. Noise comes
+from the step's seeded generator (see :class:`~groundsynth.generate.module.GeneratorModule`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ from groundsynth.classes import NUM_CLASSES
 from groundsynth.data.masks import colourise
 from groundsynth.generate.conditional.config import ConditionalConfig
 from groundsynth.generate.conditional.discriminators import get_discriminator
-from groundsynth.generate.conditional.losses import VGGPerceptualLoss, get_adversarial_loss
+from groundsynth.generate.conditional.losses import (
+    SegmenterFeatureLoss,
+    VGGPerceptualLoss,
+    get_adversarial_loss,
+)
 from groundsynth.generate.conditional.spade import SPADEGenerator
 from groundsynth.generate.config import TrainConfig
 from groundsynth.generate.data import one_hot, to_model_range, to_uint8
@@ -72,6 +76,11 @@ class ConditionalGAN(GeneratorModule):
         self.vgg: nn.Module | None = None
         if model.vgg_weights and model.vgg_weight > 0:
             self.vgg = VGGPerceptualLoss.from_file(model.vgg_weights)
+        self.fm: nn.Module | None = None
+        if model.fm_segmenter and model.fm_weight > 0:
+            self.fm = SegmenterFeatureLoss.from_file(model.fm_segmenter, model.fm_segmenter_sha256)
+            # its column only when on: losses.csv of runs without it keeps its columns
+            self.loss_names = (*self.loss_names, "g_fm")
 
     def networks(self) -> dict[str, nn.Module]:
         return {
@@ -129,6 +138,10 @@ class ConditionalGAN(GeneratorModule):
         if self.vgg is not None:
             g_vgg = self.vgg(fake.float(), real.float())
             g_loss = g_loss + m.vgg_weight * g_vgg
+        g_fm = zero
+        if self.fm is not None:
+            g_fm = self.fm(fake.float(), real.float())
+            g_loss = g_loss + m.fm_weight * g_fm
         g_l1 = zero
         if m.l1_weight > 0:
             g_l1 = F.l1_loss(fake.float(), real.float())
@@ -142,7 +155,7 @@ class ConditionalGAN(GeneratorModule):
         with torch.no_grad():
             d_real = d_real_out.float().mean()
             d_fake = d_fake_out.float().mean()
-        return {
+        losses = {
             "g_loss": g_loss.detach(),
             "d_loss": d_loss.detach(),
             "g_adv": g_adv.detach(),
@@ -151,6 +164,9 @@ class ConditionalGAN(GeneratorModule):
             "d_real": d_real,
             "d_fake": d_fake,
         }
+        if self.fm is not None:
+            losses["g_fm"] = g_fm.detach()
+        return losses
 
     @torch.no_grad()
     def grid_rows(self, rows: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
