@@ -60,7 +60,7 @@ from groundsynth.classes import NUM_CLASSES
 from groundsynth.data.reader import open_dataset
 from groundsynth.errors import InputError
 from groundsynth.experiment.presets import PRESETS, Preset
-from groundsynth.io import write_json
+from groundsynth.io import atomic_path, write_json
 from groundsynth.runs import start_run
 
 __all__ = ["METRICS", "MetricUtilityConfig", "run_metric_utility"]
@@ -343,6 +343,21 @@ class _Study:
         return dict(zip(df["id"].astype(str), df["miou"].fillna(0.0).astype(float)))
 
     # ------------------------------------------------------------------ metrics
+    def real_descriptor(self, floor: Any) -> np.ndarray:
+        """The weight-free descriptor of every real training image (cached)."""
+        cache = self.out / "descriptor_real.npz"
+        if cache.is_file():
+            with np.load(cache) as z:
+                return z["descriptor"]
+        from groundsynth.evaluate.descriptor import image_descriptor
+
+        reader = open_dataset(self.real)
+        ref = np.asarray([image_descriptor(s.image[None], floor)[0]
+                          for s in reader.iter_samples("train")])  # fmt: skip
+        with atomic_path(cache, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, descriptor=ref)
+        return ref
+
     def clip(self) -> Any:
         if self.cfg.clip_model is None:
             return None
@@ -359,7 +374,8 @@ class _Study:
             values = json.loads(path.read_text())
             if self.cfg.clip_model is None or "clipscore" in values:
                 return values
-            values.update(caption_metrics(dataset, floor, self.cfg.seeds[0], self.clip()))
+            _, shares, _ = floor_pass(floor, dataset)
+            values.update(caption_metrics(dataset, shares, self.cfg.seeds[0], self.clip()))
             write_json(path, values)
             return values
         from groundsynth.evaluate.synthetic import evaluate_synthetic
@@ -374,8 +390,10 @@ class _Study:
                 device=self.cfg.device, umap=False, tsne=False, seed=self.cfg.seeds[0],
             )  # fmt: skip
         values = summary_metrics(summary)
-        values.update(floor_metrics(floor, dataset, self.real, self.out / "descriptor_real.npz"))
-        values.update(caption_metrics(dataset, floor, self.cfg.seeds[0], self.clip()))
+        cm, shares, desc = floor_pass(floor, dataset)
+        ref = self.real_descriptor(floor)
+        values.update(floor_metrics(cm, desc, ref))
+        values.update(caption_metrics(dataset, shares, self.cfg.seeds[0], self.clip()))
         write_json(path, values)
         return values
 
@@ -402,11 +420,14 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def _floor_pass(floor: Any, dataset: Path) -> tuple[np.ndarray, dict[str, list[float]], np.ndarray]:
-    """One pass over a one-split dataset: the floor's confusion against the maps, the class
-    shares of its reading per image, and the weight-free descriptor of every image."""
-    from groundsynth.evaluate.descriptor import image_descriptor
+def floor_pass(floor: Any, dataset: Path) -> tuple[np.ndarray, dict[str, list[float]], np.ndarray]:
+    """One pass over a one-split dataset, one floor reading per image: the floor's confusion
+    against the maps, the class shares of its reading per image, and the weight-free
+    descriptor of every image (its class shares from the same reading)."""
+    from groundsynth.classes import CLASS_NAMES
+    from groundsynth.evaluate.descriptor import DESCRIPTOR_FEATURES, image_descriptor
 
+    first = DESCRIPTOR_FEATURES.index(f"share_{CLASS_NAMES[0]}")
     reader = open_dataset(dataset)
     split = _one_split(reader)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
@@ -419,25 +440,21 @@ def _floor_pass(floor: Any, dataset: Path) -> tuple[np.ndarray, dict[str, list[f
         cm += np.bincount(
             mask[valid].astype(np.int64) * NUM_CLASSES + pred[valid], minlength=NUM_CLASSES**2
         ).reshape(NUM_CLASSES, NUM_CLASSES)
-        counts = np.bincount(pred.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-        shares[str(sample.id)] = (counts / max(1, counts.sum())).tolist()
-        rows.append(image_descriptor(sample.image[None], floor)[0])
+        share = np.bincount(pred.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES] / pred.size
+        shares[str(sample.id)] = share.tolist()
+        row = image_descriptor(sample.image[None])[0]
+        row[first : first + NUM_CLASSES] = share
+        rows.append(row)
     return cm, shares, np.asarray(rows)
 
 
-def floor_metrics(floor: Any, dataset: Path, real: Path, cache: Path) -> dict[str, float | None]:
-    """Label fidelity read by the pixel floor, and the descriptor FD to real A's train split."""
+def floor_metrics(cm: np.ndarray, desc: np.ndarray, ref: np.ndarray) -> dict[str, float | None]:
+    """Label fidelity read by the pixel floor (macro IoU of its confusion ``cm``), and the
+    Fréchet distance between the set's descriptors ``desc`` and the real ones ``ref``."""
     from groundsynth.benchmark.metrics import metrics_from_confusion
     from groundsynth.classes import CLASS_NAMES
     from groundsynth.evaluate.fidelity import frechet_distance
 
-    cm, _, desc = _floor_pass(floor, dataset)
-    if cache.is_file():
-        with np.load(cache) as z:
-            ref = z["descriptor"]
-    else:
-        ref = real_descriptor(floor, real)
-        np.savez(cache, descriptor=ref)
     fd = frechet_distance(desc.mean(0), np.cov(desc, rowvar=False), ref.mean(0),
                           np.cov(ref, rowvar=False))  # fmt: skip
     return {
@@ -446,16 +463,8 @@ def floor_metrics(floor: Any, dataset: Path, real: Path, cache: Path) -> dict[st
     }
 
 
-def real_descriptor(floor: Any, real: Path) -> np.ndarray:
-    from groundsynth.evaluate.descriptor import image_descriptor
-
-    reader = open_dataset(real)
-    return np.asarray([image_descriptor(s.image[None], floor)[0]
-                       for s in reader.iter_samples("train")])  # fmt: skip
-
-
 def caption_metrics(
-    dataset: Path, floor: Any, seed: int, clip: Any = None
+    dataset: Path, shares: dict[str, list[float]], seed: int, clip: Any = None
 ) -> dict[str, float | None]:
     """The set's template captions (written from its maps): consistent rate against the
     floor's reading of each image, redundancy (1 - distinct-2) and, with ``clip`` (a
@@ -464,7 +473,6 @@ def caption_metrics(
     from groundsynth.experiment.multimodal import ensure_captions
 
     ensure_captions(dataset, seed)
-    _, shares, _ = _floor_pass(floor, dataset)
     res = evaluate_captions(dataset, compositions=shares, clip=clip)
     pooled = (res.get("consistency") or {}).get("pooled") or {}
     diversity = (res.get("diversity") or {}).get("pooled") or {}

@@ -75,7 +75,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "captioning": {"image_size": 64, "max_steps": 300, "max_epochs": 1000, "batch_size": 32,
                        "lr": 1e-3, "patience": 1000, "val_every": 5,
                        "metrics": ("bleu", "rouge_l", "cider")},
-        # experiment metric-utility: segmenter steps of each utility run (real, real + a set)
+        # experiment metric-utility: segmenter steps of each utility run (real, real + a set).
+        # On region A, 150 steps: real-only macro IoU 0.756 / 0.757 (2 seeds; floor 0.628), 13
+        # sets in 17 min on 2 cores; 100 steps: 0.606 / 0.605, below the floor, in 14 min
         "utility": {"max_steps": 150},
     },
     "full": {
