@@ -219,11 +219,15 @@ def test_bad_inputs_are_named(tmp_path, study):
         )
 
 
-def test_cli_help_and_report(study, tmp_path):
-    _, out, _ = study
-    res = CliRunner().invoke(app, ["experiment", "metric-utility", "--help"])
+def test_cli_help_states_the_options_and_the_cost():
+    res = CliRunner().invoke(app, ["experiment", "metric-utility", "--help"], env={"COLUMNS": "80"})
     assert res.exit_code == 0
-    assert "--generators" in res.output and "15" in res.output
+    assert "--generators" in res.output and "--tasks" in res.output
+    assert "17 minutes" in res.output  # the measured cost on 2 cores
+
+
+def test_report_shows_the_study(study, tmp_path):
+    _, out, _ = study
     from groundsynth.report import make_report
 
     page = make_report([out], tmp_path / "r.html").read_text()
