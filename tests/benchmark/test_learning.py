@@ -22,6 +22,7 @@ from groundsynth.benchmark.model import build_model, list_architectures
 from groundsynth.benchmark.segmentation import BenchmarkConfig, run_segmentation_benchmark
 from groundsynth.classes import CLASS_NAMES
 from groundsynth.data.reader import open_dataset
+from groundsynth.errors import InputError
 from groundsynth.evaluate.pixel_floor import PixelFloor, fit_floor, sample_pixels, score_floor
 from tests.benchmark.conftest import TINY
 from tests.generate.datasets import blocky_masks, colour_image
@@ -200,6 +201,46 @@ def test_a_run_that_does_not_beat_its_floor_is_warned_by_name(bench):
         for regime in _REGIMES:
             name = f"run {arch}/{regime}/seed0 did not beat its pixel floor on real/test"
             assert any(w.startswith(name) for w in warned), (name, warned)
+
+
+def test_floor_basis_real_shares_the_real_parts_floor(sample_world_dataset, tmp_path):
+    """``floor="real"``: a mixed regime is checked against the floor of its real part alone
+    (one fit, the real regime's file); a regime without a real part keeps its own floor."""
+    regimes = ("real:8", "real:8,synthetic:0.5", "synthetic:0.5")
+    cfg = BenchmarkConfig(
+        out=str(tmp_path / "b"), real=str(sample_world_dataset), synthetic=str(sample_world_dataset),
+        train=regimes, test="real", archs=("unet",), seeds=(0,), batch_size=4, workers=0,
+        max_steps=1, accelerator="cpu", progress=False, floor="real", **TINY,
+    )  # fmt: skip
+    run_segmentation_benchmark(cfg)
+    blocks = {r: _metrics(cfg, "unet", r)["learning"] for r in regimes}
+    assert sorted(p.name for p in (tmp_path / "b" / "floors").iterdir()) == [
+        "real@8-seed0.json",
+        "synthetic@0.5-seed0.json",
+    ]
+    assert blocks[regimes[1]]["floor_file"] == "floors/real@8-seed0.json"
+    assert blocks[regimes[1]]["floor_fitted_on"] == "real:8"
+    assert blocks[regimes[1]]["floor"] == blocks[regimes[0]]["floor"]
+    assert blocks[regimes[2]]["floor_fitted_on"] == "synthetic:0.5"
+    # the shared floor is the one fitted on the 8 real samples the mixed run drew
+    reader = open_dataset(sample_world_dataset)
+    (part,) = resolve_regime(parse_regime("real:8"), {"real": reader}, 0)
+    ref = PixelFloor.fit(
+        *sample_pixels(
+            ((reader.read_image(part[1], i), reader.read_mask(part[1], i)) for i in part[2]), **FIT
+        )
+    )
+    cm = ref.confusion((s.image, s.mask) for s in reader.iter_samples("test"))
+    assert blocks[regimes[1]]["floor"]["real/test"]["iou"] == pytest.approx(
+        metrics_from_confusion(cm, CLASS_NAMES)["iou"]
+    )
+    # the default basis stays out of a run's identity (runs made before the option resume)
+    assert "floor" not in BenchmarkConfig(out="x", real=str(sample_world_dataset)).run_identity(
+        "unet", "real", 0
+    )
+    assert cfg.run_identity("unet", "real", 0)["floor"] == "real"
+    with pytest.raises(InputError, match="floor must be one of"):
+        BenchmarkConfig(out="x", real=str(sample_world_dataset), floor="bad")  # type: ignore[arg-type]
 
 
 def test_onecycle_schedule_warms_up_then_anneals_per_step():

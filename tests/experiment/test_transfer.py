@@ -286,3 +286,27 @@ def test_family_and_options_are_checked(tmp_path):
     with pytest.raises(InputError, match="family"):
         TransferConfig(source=str(tmp_path / "a"), target=str(tmp_path / "a"), out=str(tmp_path / "o"),
                        family="vae")  # fmt: skip
+
+
+def test_gan_family_trains_spade_with_feature_matching_on_another_seeds_segmenter(tmp_path):
+    """The presets' SPADE trains with the segmenter feature-matching term; its segmenter is the
+    real run of the second seed, not the first seed's (which scores and filters the samples)."""
+    import hashlib
+
+    import yaml
+
+    from groundsynth.experiment.transfer import _Experiment, _link
+
+    a = _region(tmp_path, "A", 0, "temperate")
+    cfg = TransferConfig(
+        source=str(a), target=str(a), out=str(tmp_path / "exp"), budgets=(0.5,), seeds=(3, 5),
+        preset="tiny", family="gan", progress=False,
+    )  # fmt: skip
+    exp = _Experiment(cfg)
+    _link(exp.pool / "target", exp.target / "test")  # as run_transfer does first
+    run = exp.train("conditional")
+    model = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    seg = tmp_path / "exp" / "benchmark" / "runs" / "unet" / "real" / "seed5" / "segmenter.pt"
+    assert model["fm_segmenter"] == str(seg.resolve()) and model["fm_weight"] == 10.0
+    assert model["fm_segmenter_sha256"] == hashlib.sha256(seg.read_bytes()).hexdigest()
+    assert not (seg.parent.parent / "seed3").exists()  # the filter's segmenter is not used

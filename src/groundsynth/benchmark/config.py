@@ -9,6 +9,7 @@ from typing import Any, Literal
 from groundsynth.benchmark.data import (
     LoaderOptions,
 )
+from groundsynth.benchmark.learning import FLOOR_BASES
 from groundsynth.benchmark.lightning_module import OptimConfig
 from groundsynth.benchmark.model import ModelSpec
 from groundsynth.benchmark.options import DataOptions
@@ -44,6 +45,9 @@ class BenchmarkConfig(DataOptions):
     ``decoder_width``, ``encoder_weights`` (a name of
     :func:`~groundsynth.benchmark.weights.list_weights`, a local file or ``None``),
     ``normalisation``.
+    Learning check: ``floor`` -- each run's pixel floor is fitted on its regime's training set
+    (``regime``) or, for regimes with a real part, on that part alone (``real``: one fit for
+    them all; see :mod:`~groundsynth.benchmark.learning`).
     Training: ``seeds``, ``loss`` (dice / ce), ``lr``, ``weight_decay``, ``batch_size``,
     ``max_epochs``, ``max_steps`` (-1: no limit), ``patience`` (early stopping, in validation
     rounds), ``schedule`` (plateau / onecycle), ``plateau_patience`` / ``plateau_factor``
@@ -78,6 +82,7 @@ class BenchmarkConfig(DataOptions):
     max_epochs: int = 20
     max_steps: int = -1
     patience: int = 5
+    floor: Literal["regime", "real"] = "regime"
     plateau_patience: int = 2
     plateau_factor: float = 0.5
     schedule: Literal["plateau", "onecycle"] = "plateau"
@@ -119,6 +124,8 @@ class BenchmarkConfig(DataOptions):
                 f"limit_val_batches must be > 0, got {self.limit_val_batches}: validation picks "
                 "the tested checkpoint and drives early stopping (use e.g. 0.1 or 2 for quick runs)"
             )
+        if self.floor not in FLOOR_BASES:
+            raise InputError(f"floor must be one of {', '.join(FLOOR_BASES)}, got {self.floor!r}")
         if self.patience < 1 or self.num_nodes < 1:
             raise InputError(
                 f"patience and num_nodes must be >= 1, got {self.patience}, {self.num_nodes}"
@@ -172,6 +179,8 @@ class BenchmarkConfig(DataOptions):
     def run_identity(self, arch: str, regime: str, seed: int) -> dict[str, Any]:
         """What makes one run's numbers: shared settings plus its arch, regime and seed."""
         d = {k: v for k, v in to_plain(self).items() if k not in NOT_IDENTITY}
+        if d.get("floor") == "regime":  # the default: runs finished before the option resume
+            d.pop("floor")
         return {**d, "arch": arch, "regime": regime, "seed": seed}
 
 

@@ -13,8 +13,13 @@ The in-domain test set is the first whose name starts with ``real``, else the fi
 
 Floors live in ``OUT/floors/``. A regime without amounts trains every seed on the same
 samples: one floor, ``<regime slug>.json``; a regime with amounts draws its subsets from the
-seed: one floor per seed, ``<regime slug>-seed<k>.json``. Each file holds the floor, a digest
-of the samples it was fitted on and its scores per test set (with a digest of that set); a
+seed: one floor per seed, ``<regime slug>-seed<k>.json``. With the basis ``real``
+(``BenchmarkConfig.floor``) a regime with a real part is checked against the floor fitted on
+that part alone -- one fit shared by ``real`` and every ``real,<synthetic>`` regime, and the
+question it asks of a mixed run is whether adding synthetic data beat what a colour classifier
+reads from the real data alone; regimes without a real part keep their own floor. Every block
+names ``floor_fitted_on`` (the parts the floor was fitted on). Each file holds the floor, a
+digest of the samples it was fitted on and its scores per test set (with a digest of that set); a
 rerun reuses what still matches and refits / rescores what does not. Fitting streams the
 samples (at most :data:`FIT` ``max_pixels`` pixels held), scoring streams the test sets.
 """
@@ -36,6 +41,7 @@ from groundsynth.data.reader import DatasetReader
 
 __all__ = [
     "FIT",
+    "FLOOR_BASES",
     "FloorStore",
     "floor_key",
     "in_domain",
@@ -114,8 +120,15 @@ def learning_block(
     return block
 
 
+#: What a run's floor is fitted on: its whole training set, or (with a real part) the real part.
+FLOOR_BASES = ("regime", "real")
+
+
 class FloorStore:
     """Pixel floors of one benchmark, in ``directory`` (``OUT/floors``), fitted on demand.
+
+    ``basis``: ``regime`` (a floor per training set) or ``real`` (regimes with a real part share
+    the floor of that part; see the module docstring).
 
     :meth:`scores` gives a floor's scores on test sets, fitting and scoring only what no file
     holds yet; :meth:`check` gives a run's learning block. Files are written here: call them
@@ -125,8 +138,11 @@ class FloorStore:
     atomically, so the file left is the same whichever write lands last.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, basis: str = "regime") -> None:
+        if basis not in FLOOR_BASES:
+            raise ValueError(f"floor basis must be one of {FLOOR_BASES}, got {basis!r}")
         self.directory = Path(directory)
+        self.basis = basis
         self._docs: dict[str, dict[str, Any]] = {}
 
     def path(self, key: str) -> Path:
@@ -206,11 +222,22 @@ class FloorStore:
     ) -> dict[str, Any]:
         """The learning block of a run of ``dm``'s regime and ``seed`` with ``test_results``
         (the model's metrics per test set): its floor is fitted on ``dm``'s training samples
-        and scored on ``dm``'s test sets (or read from its file)."""
-        key = floor_key(dm.regime, seed)
+        (with the basis ``real``, on their real part when there is one) and scored on ``dm``'s
+        test sets (or read from its file)."""
+        index = list(range(len(dm.regime.parts)))
+        if self.basis == "real":
+            real = [i for i in index if dm.regime.parts[i].source == "real"]
+            index = real or index
+        regime = Regime(tuple(dm.regime.parts[i] for i in index))
+        key = floor_key(regime, seed)
         tests = dict(zip(dm.test_names, dm.test_selection))
-        scores = self.scores(key, dm.train_selection, tests, dm.describe()["train"])
-        return learning_block(scores, test_results, f"{self.directory.name}/{key}.json")
+        rows = dm.describe()["train"]
+        scores = self.scores(
+            key, [dm.train_selection[i] for i in index], tests, [rows[i] for i in index]
+        )
+        block = learning_block(scores, test_results, f"{self.directory.name}/{key}.json")
+        block["floor_fitted_on"] = regime.name
+        return block
 
 
 def warn_not_learned(run: str, block: dict[str, Any]) -> None:

@@ -367,7 +367,7 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         if rank_zero
         else None
     )
-    floors = FloorStore(out / "floors") if rank_zero else None  # one floor per training set
+    floors = FloorStore(out / "floors", basis=cfg.floor) if rank_zero else None
 
     def train_here(task: RunTask) -> dict[str, Any]:
         regime = by_name[task.regime]

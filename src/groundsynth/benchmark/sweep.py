@@ -151,7 +151,7 @@ def _segmentation_run(task: RunTask) -> Metrics:
     readers = {
         k: open_dataset(p) for k, p in (("real", cfg.real), ("synthetic", cfg.synthetic)) if p
     }
-    floors = FloorStore(Path(cfg.out) / "floors")
+    floors = FloorStore(Path(cfg.out) / "floors", basis=cfg.floor)
     return _train_one(
         cfg, readers, str(task.arch), parse_regime(task.regime), task.seed, Path(task.run_dir),
         floors, trainer_options=_on_worker(cfg),

@@ -143,6 +143,12 @@ def segmentation_cmd(
     max_epochs: int = typer.Option(20, help="Most training epochs."),
     max_steps: int = typer.Option(-1, help="Most optimiser steps (-1: no limit)."),
     patience: int = typer.Option(5, help="Early stopping: validation rounds without F1 gain."),
+    floor: str = typer.Option(
+        "regime",
+        help="Pixel floor each run is checked against: regime (fitted on the run's own training "
+        "set) or real (for regimes with a real part, fitted on that part alone: one fit shared by "
+        "them all, and a mixed run must beat what a colour classifier reads from the real data).",
+    ),
     augment: str = typer.Option(
         "flips", help="Training augmentation: flips (8 square symmetries) or none."
     ),
@@ -212,6 +218,7 @@ def segmentation_cmd(
         max_epochs=max_epochs,
         max_steps=max_steps,
         patience=patience,
+        floor=floor,  # type: ignore[arg-type]
         augment=augment,  # type: ignore[arg-type]
         limit_train_batches=_limit(limit_train_batches, "--limit-train-batches"),
         limit_val_batches=_limit(limit_val_batches, "--limit-val-batches"),

@@ -242,6 +242,7 @@ class _Study:
             progress=self.cfg.progress,
             max_steps=self.cfg.max_steps if self.cfg.max_steps is not None else utility.get("max_steps"),
             test="real/test" if self.cfg.target is None else "real/test,synthetic/target",
+            floor="real",  # one floor fit for the study, not one per set (~9 s each on 2 cores)
         )  # fmt: skip
 
     def raw_pool(self, generator: str, step: int, targeted: bool = False) -> Path:
@@ -444,7 +445,8 @@ def retrieval_rows(study: _Study, names: list[str], regimes: tuple[str, ...]) ->
 
 def learning_summary(checks: list[dict[str, Any]]) -> dict[str, Any]:
     """The study's learning check: every ``real`` (baseline) segmenter beats the pixel floor
-    in-domain -- else no gain means anything. Runs on real + a set below their floor are
+    in-domain -- else no gain means anything. Runs on real + a set that fall below the floor
+    (the study's benchmark checks every run against the floor fitted on real A alone) are
     listed, not failed: a set that makes the segmenter worse is a measured (negative) utility."""
     baseline = [c for c in checks if " real seed " in c["model"]]
     below = [c["model"] for c in checks if c not in baseline and not c["passed"]]

@@ -154,10 +154,12 @@ def segmentation_bench_config(
     max_steps: int | None = None,
     batch_size: int | None = None,
     test: str = "real/test,synthetic/target",
+    floor: str = "regime",
 ) -> Any:
     """The segmentation benchmark of an experiment: ``preset``'s segmenter and step budget
     (``max_epochs`` / ``max_steps`` / ``batch_size`` override it), validated on real A and
-    tested on ``test`` (default: A's test split and ``synthetic/target``, region B)."""
+    tested on ``test`` (default: A's test split and ``synthetic/target``, region B); ``floor``:
+    the benchmark's pixel-floor basis (``regime`` or ``real``)."""
     from groundsynth.benchmark.segmentation import BenchmarkConfig
 
     p = PRESETS[preset]
@@ -172,7 +174,7 @@ def segmentation_bench_config(
         batch_size=p["batch_size"] if batch_size is None else batch_size, workers=workers,
         progress=progress, lr=seg.get("lr", 1e-3),
         schedule=seg.get("schedule", "plateau"), patience=seg.get("patience", 5),
-        loss=seg.get("loss", "dice"),
+        loss=seg.get("loss", "dice"), floor=floor,
     )  # fmt: skip
 
 
@@ -236,25 +238,28 @@ class _Experiment:
             max_steps=self.cfg.setting("max_steps"), batch_size=self.cfg.setting("batch_size"),
         )  # fmt: skip
 
-    def segmenter(self) -> Path:
+    def segmenter(self, seed: int | None = None) -> Path:
+        """The benchmark's ``real`` run of ``seed`` (default: the first), trained now if it
+        is not yet; the path of its ``segmenter.pt``."""
         from groundsynth.benchmark.data import parse_regime
         from groundsynth.benchmark.segmentation import run_segmentation_benchmark
 
-        cfg = self.bench_config(("real",), (self.cfg.seeds[0],))
+        seed = self.cfg.seeds[0] if seed is None else seed
+        cfg = self.bench_config(("real",), (seed,))
         run_segmentation_benchmark(cfg)
         slug = parse_regime("real").slug
-        path = (
-            self.out
-            / "benchmark"
-            / "runs"
-            / self.cfg.archs[0]
-            / slug
-            / f"seed{self.cfg.seeds[0]}"
-            / "segmenter.pt"
-        )
+        runs = self.out / "benchmark" / "runs" / self.cfg.archs[0]
+        path = runs / slug / f"seed{seed}" / "segmenter.pt"
         if not path.is_file():
             raise InputError(f"{path}: the real-trained segmenter is missing after its run")
         return path
+
+    def feature_segmenter(self) -> Path:
+        """The segmenter whose encoder SPADE's feature-matching term uses: the real run of the
+        second seed when there is one -- not the first seed's, which scores label fidelity
+        and runs the grounding filter, so the filter does not read images painted to please it
+        (its run is one the benchmark trains anyway)."""
+        return self.segmenter(self.cfg.seeds[1] if len(self.cfg.seeds) > 1 else None)
 
     # ------------------------------------------------------------------ generators
     def train(self, kind: str) -> Path:
@@ -262,6 +267,8 @@ class _Experiment:
 
         if kind == "conditional":
             model = {"generator": dict(self.preset["spade"]), **self.preset["cond"]}
+            if model.get("fm_weight"):  # the preset's feature-matching term needs a segmenter
+                model["fm_segmenter"] = str(self.feature_segmenter())
             steps = self.cfg.setting("generator_steps")
         else:
             model = dict(self.preset["diffusion"])
