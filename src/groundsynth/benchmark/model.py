@@ -217,6 +217,9 @@ class Segmenter(nn.Module):
 
     ``forward(images)`` takes ``(N, bands, H, W)`` floats in 0..1, any ``H, W``, and returns
     ``(N, classes, H, W)`` logits. :meth:`features` returns pooled deepest encoder features.
+    The network's weights and its inputs are kept channels-last (NHWC): the same numbers, and
+    a training step of the demo's U-Net runs ~20 % faster on CPU (``benchmarks/bench_segmenter_step.py``;
+    on GPUs it is the layout cuDNN prefers under mixed precision).
 
     Attributes:
         net: the segmentation_models_pytorch model (its ``state_dict`` is the checkpoint's).
@@ -227,7 +230,7 @@ class Segmenter(nn.Module):
 
     def __init__(self, net: nn.Module, spec: ModelSpec, info: dict[str, Any] | None = None):
         super().__init__()
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last)  # loaded weights copy into it
         self.spec = spec
         self.info: dict[str, Any] = {
             "model": spec.to_dict(),
@@ -257,7 +260,7 @@ class Segmenter(nn.Module):
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return x, h, w
+        return x.contiguous(memory_format=torch.channels_last), h, w
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x, h, w = self._prepare(images)
