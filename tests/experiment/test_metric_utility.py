@@ -223,7 +223,7 @@ def test_cli_help_states_the_options_and_the_cost():
     res = CliRunner().invoke(app, ["experiment", "metric-utility", "--help"], env={"COLUMNS": "80"})
     assert res.exit_code == 0
     assert "--generators" in res.output and "--tasks" in res.output
-    assert "17 minutes" in res.output  # the measured cost on 2 cores
+    assert "14 minutes" in res.output  # the measured cost on 2 cores
 
 
 def test_report_shows_the_study(study, tmp_path):

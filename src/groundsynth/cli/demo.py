@@ -57,8 +57,9 @@ def demo_cmd(
     evaluation -> the experiment on two small regions (real-trained segmenter, grounded and
     ungrounded diffusion synthetic data, synthetic-data evaluation, segmentation benchmark
     with seeds and CIs, in-domain and cross-region, the same for image–text retrieval,
-    learning checks of every model against its floor) -> report. Cost: about 2,300
-    CPU-seconds (27 minutes measured on 2 cores shared with other jobs). Rerunning resumes.
+    learning checks of every model against its floor) -> report. Cost: about 1,800
+    CPU-seconds (17 minutes measured on 2 idle CPU cores, 1.6 GB peak memory). Rerunning
+    resumes.
 
     Example: `groundsynth demo --out demo_out`
     """
@@ -70,8 +71,8 @@ def demo_cmd(
     t0 = time.time()
     if experiment and preset == "small":
         console.print(
-            "the demo trains about 40 small models: roughly 2,300 CPU-seconds (27 minutes on 2 "
-            "shared cores); --no-experiment runs only the data and caption steps"
+            "the demo trains about 40 small models: roughly 1,800 CPU-seconds (17 minutes on 2 "
+            "idle cores); --no-experiment runs only the data and caption steps"
         )
     cfg = DemoConfig(
         out=str(out), size=size, patch_size=patch_size, seed=seed, workers=workers,

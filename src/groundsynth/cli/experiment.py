@@ -282,9 +282,9 @@ def metric_utility_cmd(
     correlations.csv and scatter_<domain>.png; `groundsynth report OUT` shows them.
 
     Cost (small preset, 2 generators x 3 checkpoints = 13 sets, 2 seeds, 64 px), measured
-    on 2 CPU cores: 17 minutes (1,860 CPU-s, 1.4 GB peak memory) -- 4.5 min for the sets and
-    their metrics, then 27 segmenter runs of ~23 s; --max-steps 100 takes 14 min, but its
-    real-only segmenters then fall below the pixel floor.
+    on 2 idle CPU cores: 14 minutes (1,465 CPU-s, 1.3 GB peak memory) -- the sets and their
+    metrics, then 28 segmenter runs of ~23 s against one pixel floor; with --max-steps 100
+    the real-only segmenters fall below the pixel floor.
 
     Example: `groundsynth experiment metric-utility --real demo_out/regions/A --target demo_out/regions/B -g demo_out/experiment/generators/conditional-diffusion -g demo_out/experiment/generators/diffusion --segmenter demo_out/experiment/benchmark/runs/unet/real/seed0/segmenter.pt --out mu/`
     """

@@ -82,7 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "metrics": ("bleu", "rouge_l", "cider")},
         # experiment metric-utility: segmenter steps of each utility run (real, real + a set).
         # On region A, 150 steps: real-only macro IoU 0.756 / 0.757 (2 seeds; floor 0.628), 13
-        # sets in 17 min on 2 cores; 100 steps: 0.606 / 0.605, below the floor, in 14 min
+        # sets in 14 min on 2 idle cores (one floor fit); 100 steps: 0.606 / 0.605, below it
         "utility": {"max_steps": 150},
     },
     "full": {
