@@ -201,12 +201,24 @@ class ImageCaptioner:
 
     def loss(self, pixels: Any, inputs: Any, labels: Any, mask: Any) -> Any:
         """Mean token cross-entropy of the teacher-forced targets (padding ignored)."""
-        logits = self.model(
-            pixel_values=pixels, decoder_input_ids=inputs, decoder_attention_mask=mask
-        ).logits
-        return torch.nn.functional.cross_entropy(
+        return self.loss_and_features(pixels, inputs, labels, mask)[0]
+
+    def loss_and_features(
+        self, pixels: Any, inputs: Any, labels: Any, mask: Any
+    ) -> tuple[Any, Any]:
+        """:meth:`loss` and, from the same forward pass, the encoder's pooled output: the mean
+        of its last hidden states over their tokens, ``(B, encoder hidden size)``."""
+        out = self.model(pixel_values=pixels, decoder_input_ids=inputs, decoder_attention_mask=mask)
+        logits = out.logits
+        loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
         )
+        return loss, out.encoder_last_hidden_state.mean(dim=1)
+
+    @property
+    def encoder_width(self) -> int:
+        """Width of the encoder's hidden states (what :meth:`loss_and_features` pools)."""
+        return int(self.model.config.encoder.hidden_size)
 
     def generation_config(self, num_beams: int = 1, max_new_tokens: int = 40) -> Any:
         tf = lazy_import("transformers")

@@ -2,10 +2,11 @@
 
 For every training regime (the segmentation benchmark's syntax, :mod:`.data`) and seed, an
 image captioner (:mod:`.captioner`) is trained with teacher-forced cross-entropy
-(:mod:`.captioning_module`), validated by the CIDEr-D of its greedy captions of the
-validation images after every ``val_every`` epochs and at the last step, and the best
-validation round's weights caption each test set (``num_beams``; 1 is greedy). Scores per
-test set:
+(:mod:`.captioning_module`; with ``composition_weight`` > 0, plus a loss on its prediction of
+each training image's class shares, read like the test sets' compositions below), validated
+by the CIDEr-D of its greedy captions of the validation images after every ``val_every``
+epochs and at the last step, and the best validation round's weights caption each test set
+(``num_beams``; 1 is greedy). Scores per test set:
 
 - the COCO caption metrics (:mod:`groundsynth.evaluate.captioning`: BLEU-1..4, METEOR,
   ROUGE-L, CIDEr-D, equal to pycocoevalcap's) of the generated captions against the images'
@@ -53,6 +54,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,6 +98,7 @@ __all__ = [
     "learning_check",
     "pair_compositions",
     "run_captioning_benchmark",
+    "train_shares",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,12 +121,13 @@ def frequent_caption(sets: Sequence[PairSet]) -> str:
 
 
 def pair_compositions(
-    source: PairSource, split: str, ids: Sequence[str]
+    source: PairSource, split: str, ids: Sequence[str], unused: str = "consistency not scored"
 ) -> dict[str, tuple[float, ...]] | None:
     """Class shares (percent, 7 values) of the images ``ids`` of a dataset directory's
     ``split``: from its class-percentage table, else its captions table's class columns.
-    None for a Karpathy JSON or when neither table has them; images without a usable
-    composition (no row, no pixels) are left out."""
+    None for a Karpathy JSON or when neither table has them (logged with ``unused``, what
+    goes without them); images without a usable composition (no row, no pixels) are left
+    out."""
     if not source.root.is_dir():
         return None
     reader = open_dataset(source.root)
@@ -131,7 +135,7 @@ def pair_compositions(
     if table is None or not set(CLASS_NAMES) <= set(table.columns):
         table = reader.captions(split)
     if table is None or not set(CLASS_NAMES) <= set(table.columns):
-        log.warning("%s/%s: no class percentages; consistency not scored", source.root, split)
+        log.warning("%s/%s: no class percentages; %s", source.root, split, unused)
         return None
     values = table[list(CLASS_NAMES)].to_numpy(dtype=float)
     wanted = set(ids)
@@ -141,9 +145,37 @@ def pair_compositions(
         if str(k) in wanted and (v >= 0).all() and v.sum() > 0
     }
     if len(out) < len(wanted):
-        log.warning("%s/%s: %d images have no composition; their captions are not scored for "
-                    "consistency", source.root, split, len(wanted) - len(out))  # fmt: skip
+        log.warning("%s/%s: %d images have no composition (%s for them)", source.root, split,
+                    len(wanted) - len(out), unused)  # fmt: skip
     return out
+
+
+def train_shares(
+    sets: Sequence[PairSet], described: Sequence[dict[str, Any]], sources: dict[str, PairSource]
+) -> np.ndarray | None:
+    """Class fractions (rows summing to 1) of every training image, in the order of the
+    concatenated ``sets`` (``described``: :func:`regime_pairs`' description of each), NaN rows
+    where unknown; None (logged: the composition term is off) when no image has them."""
+    by_root = {str(s.root): s for s in sources.values()}
+    rows = []
+    for pairs, d in zip(sets, described, strict=True):
+        comps = pair_compositions(by_root[d["root"]], d["split"], pairs.image_ids,
+                                  unused="no composition loss") or {}  # fmt: skip
+        for k in pairs.image_ids:
+            v = np.asarray(comps.get(k, (math.nan,) * len(CLASS_NAMES)), dtype=np.float64)
+            rows.append(v / v.sum())
+    shares = np.asarray(rows, dtype=np.float32).reshape(-1, len(CLASS_NAMES))
+    known = _known(shares)
+    if not known:
+        log.warning("no training image has class shares: the composition loss is off")
+        return None
+    log.info("composition loss on %d of %d training images", known, len(shares))
+    return shares
+
+
+def _known(shares: np.ndarray | None) -> int:
+    """Images whose class shares are known (rows without NaN)."""
+    return 0 if shares is None else int((~np.isnan(shares).any(axis=1)).sum())
 
 
 def learning_check(
@@ -265,8 +297,10 @@ def _train_one(
         device = _device(trainer)
         floors = _floors(cfg, captioner, tests, common, device) if rank_zero else ({}, {})
         untrained, frequent = floors
-        module = CaptionerModule(captioner, cfg.optim(), val, cfg.max_new_tokens)
-        dataset = CaptionImages(train_sets, captioner, train=True)
+        shares = train_shares(train_sets, described, sources) if cfg.composition_weight else None
+        weight = cfg.composition_weight if shares is not None else 0.0
+        module = CaptionerModule(captioner, cfg.optim(), val, cfg.max_new_tokens, weight)
+        dataset = CaptionImages(train_sets, captioner, train=True, shares=shares)
         eval_bs = cfg.eval_batch_size or cfg.batch_size
         with reraise_interrupt(trainer):
             trainer.fit(
@@ -287,6 +321,7 @@ def _train_one(
             "steps": steps, "tested_checkpoint": {"kind": "best", **(module.best or {})},
             "val_history": module.val_history,
             "data": {"train": described, "vocabulary": len(captioner.tokenizer)},
+            "composition": {"weight": weight, "images_with_shares": _known(shares)},
             "checkpoint": "captioner",
         }  # fmt: skip
         if rank_zero:

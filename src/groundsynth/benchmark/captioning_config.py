@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +41,11 @@ class CaptioningBenchConfig(DataOptions):
     validation and the learning check use it; ``meteor`` starts a Java process, ~20 s).
     Training: ``seeds``, ``lr``, ``weight_decay``, ``warmup`` (fraction of the steps),
     ``batch_size``, ``max_epochs``, ``max_steps`` (-1: no limit), ``patience`` (early
-    stopping, in validation rounds), ``val_every`` (epochs between validation rounds).
+    stopping, in validation rounds), ``val_every`` (epochs between validation rounds),
+    ``composition_weight`` (weight of the composition loss: a head on the encoder's pooled
+    output predicts each training image's class shares, read from its dataset's
+    class-percentage or captions table; 0: off, as it is where no training image has them;
+    see :mod:`~groundsynth.benchmark.captioning_module`).
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``,
     ``strategy``, ``precision``, ``deterministic``.
     Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
@@ -76,6 +81,7 @@ class CaptioningBenchConfig(DataOptions):
     max_steps: int = -1
     patience: int = 5
     val_every: int = 1
+    composition_weight: float = 0.0
     accelerator: str = "auto"
     devices: str | int = "auto"
     num_nodes: int = 1
@@ -107,6 +113,10 @@ class CaptioningBenchConfig(DataOptions):
         if self.model == "tiny" and self.max_new_tokens >= 128:
             raise InputError(
                 f"the tiny captioner writes at most 127 tokens; got max_new_tokens={self.max_new_tokens}"
+            )
+        if not self.composition_weight >= 0 or math.isinf(self.composition_weight):
+            raise InputError(
+                f"composition_weight must be a finite number >= 0, got {self.composition_weight}"
             )
         check_training(self)
         check_sweep_options(self)
