@@ -223,7 +223,7 @@ def test_bad_addresses_and_resources_are_named(ray_cluster) -> None:
         RayExecutor(num_gpus=1).start()
     with pytest.raises(InputError, match="needs the ray executor"):
         make_executor("local", address="auto")
-    with pytest.raises(InputError, match="valid executors: local, ray"):
+    with pytest.raises(InputError, match="valid executors: local, processes, ray"):
         make_executor("dask")
     res = CliRunner().invoke(
         app,

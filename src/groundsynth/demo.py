@@ -49,7 +49,17 @@ class DemoConfig:
     synthetic_only: bool = False
     tasks: tuple[str, ...] = ("segmentation", "retrieval")
     min_label_fidelity: float | None = None  # default: relative to the segmenter (experiment)
+    #: where the experiment's models train: "processes" (worker processes, one thread each, as
+    #: many as the cores) or "local" (one after the other); None: processes from 2 cores on
+    executor: str | None = None
     progress: bool = True
+
+    def resolved_executor(self) -> str:
+        from groundsynth.distributed import usable_cpus
+
+        if self.executor is not None:
+            return self.executor
+        return "processes" if usable_cpus() >= 2 else "local"
 
 
 Step = Callable[[str], None]
@@ -145,6 +155,7 @@ def run_demo(
                 seeds=tuple(range(config.seeds)), preset=config.preset, progress=config.progress,
                 min_label_fidelity=config.min_label_fidelity, family=config.family,
                 synthetic_only=config.synthetic_only, tasks=config.tasks,
+                executor=config.resolved_executor(),  # type: ignore[arg-type]
             )
         )  # fmt: skip
         runs += [a, b, exp_dir]  # the regions' datasets, then the experiment and its evaluations

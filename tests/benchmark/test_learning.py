@@ -268,3 +268,31 @@ def test_onecycle_schedule_warms_up_then_anneals_per_step():
     plain = SegmentationModule(model, OptimConfig(lr=3e-3)).configure_optimizers()
     assert plain["lr_scheduler"]["interval"] == "epoch"
     assert plain["lr_scheduler"]["monitor"] == "val/f1"
+
+
+def test_a_benchmark_made_before_the_floor_option_resumes(sample_world_dataset, tmp_path):
+    """Folders and runs written before ``floor`` existed (no key) resume at its default
+    (``regime``), and runs that saved the default in full too; another basis is refused."""
+    import yaml
+
+    from groundsynth.benchmark.config import LATER_OPTIONS
+    from groundsynth.benchmark.segmentation import _check_out, _finished
+    from groundsynth.errors import OutputConflictError
+    from groundsynth.runs import to_plain
+
+    cfg = BenchmarkConfig(out=str(tmp_path), real=str(sample_world_dataset)).resolved()
+    old = {k: v for k, v in to_plain(cfg).items() if k != "floor"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    _check_out(tmp_path, cfg)  # resumes
+    real = BenchmarkConfig(out=str(tmp_path), real=str(sample_world_dataset), floor="real")
+    with pytest.raises(OutputConflictError, match="options differ: floor"):
+        _check_out(tmp_path, real.resolved())
+    run = tmp_path / "runs" / "unet" / "real" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"seed": 0}')
+    identity = cfg.run_identity("unet", "real", 0)
+    for stored in (identity, {**identity, "floor": "regime"}):  # before the option; in full
+        (run / "config.yaml").write_text(yaml.safe_dump(stored))
+        assert _finished(run, identity, LATER_OPTIONS) == {"seed": 0}
+    with pytest.raises(OutputConflictError, match="differ: floor"):
+        _finished(run, real.resolved().run_identity("unet", "real", 0), LATER_OPTIONS)

@@ -310,3 +310,33 @@ def test_gan_family_trains_spade_with_feature_matching_on_another_seeds_segmente
     assert model["fm_segmenter"] == str(seg.resolve()) and model["fm_weight"] == 10.0
     assert model["fm_segmenter_sha256"] == hashlib.sha256(seg.read_bytes()).hexdigest()
     assert not (seg.parent.parent / "seed3").exists()  # the filter's segmenter is not used
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_processes_executor_trains_the_same_experiment_at_once(tmp_path):
+    """With worker processes (one thread each) the experiment trains the generators and the
+    real segmenters at once, then the benchmarks' runs side by side: the same tables, to the
+    last bit, as one after the other on one thread."""
+    a = _region(tmp_path, "A", 0, "temperate")
+    b = _region(tmp_path, "B", 1, "arid")
+    common = dict(
+        source=str(a), target=str(b), budgets=(0.5,), seeds=(0, 1), preset="tiny",
+        min_label_fidelity=0.0, progress=False, tasks=("segmentation", "retrieval"),
+        synthetic_only=False,
+    )  # fmt: skip
+    local = run_transfer(TransferConfig(out=str(tmp_path / "local"), **common))
+    pool = run_transfer(TransferConfig(out=str(tmp_path / "pool"), executor="processes", **common))
+    assert local["execution"] == {"name": "local"}
+    assert pool["execution"]["name"] == "processes" and pool["execution"]["task_cpus"] == 1
+    for name in ("results.csv", "differences.csv", "retrieval_results.csv"):
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    for kind in ("conditional-diffusion", "diffusion"):  # the generators, weight for weight
+        here, there = (tmp_path / r / "generators" / kind / "losses.csv" for r in ("local", "pool"))
+        assert there.read_bytes() == here.read_bytes()
+    bench = json.loads((tmp_path / "pool" / "benchmark" / "manifest.json").read_text())
+    # the real runs trained ahead, beside the generators; the benchmark found them finished
+    assert sorted(bench["resumed"]) == ["unet/real/seed0", "unet/real/seed1"]
+    assert bench["executor"]["name"] == "processes" and bench["executor"]["shared"] is True
+    assert bench["executor"]["tasks"] == 4  # real + each set, 2 seeds, in the workers
+    retrieval = json.loads((tmp_path / "pool" / "retrieval" / "manifest.json").read_text())
+    assert retrieval["executor"]["tasks"] == 6 and retrieval["executor"]["shared"] is True

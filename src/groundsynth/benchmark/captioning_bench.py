@@ -63,6 +63,7 @@ from groundsynth._optional import lazy_import
 from groundsynth.benchmark.captioner import build_captioner, save_captioner
 from groundsynth.benchmark.captioning_config import (
     CAPTIONING_KEYS,
+    LATER_OPTIONS,
     NOT_IDENTITY,
     CaptioningBenchConfig,
     CaptioningBenchResult,
@@ -460,6 +461,17 @@ def write_tables(
     return summary, files
 
 
+def _check_out(out: Path, cfg: CaptioningBenchConfig) -> bool:
+    """True when ``out`` holds this benchmark to resume, False when it is new or empty; raises
+    :class:`~groundsynth.errors.OutputConflictError` (nothing written) for another command's
+    run, other files or other settings. A benchmark made before ``composition_weight`` existed
+    (no such key in its ``config.yaml``) resumes as weight 0, the default."""
+    return check_run_dir(
+        out, to_plain(cfg), what="captioning benchmark", ignore=NOT_IDENTITY,
+        required=CAPTIONING_KEYS, defaults=LATER_OPTIONS,
+    )  # fmt: skip
+
+
 def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchResult:
     """Train and test every (regime, seed) of ``config``; write runs and tables.
 
@@ -474,8 +486,7 @@ def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchRe
     t0 = time.time()
     cfg = config.resolved()
     out = Path(cfg.out)
-    if check_run_dir(out, to_plain(cfg), what="captioning benchmark", ignore=NOT_IDENTITY,
-                     required=CAPTIONING_KEYS):  # fmt: skip
+    if _check_out(out, cfg):
         log.info("%s: resuming the benchmark already there", out)
     sources = open_sources(cfg)
     regimes = cfg.regimes()
@@ -491,7 +502,7 @@ def run_captioning_benchmark(config: CaptioningBenchConfig) -> CaptioningBenchRe
     keys = score_keys(cfg.metrics)
     plan = [
         (RunTask("captioning", cfg, r.name, s, str(_run_dir(out, r, s))),
-         _finished(_run_dir(out, r, s), cfg.run_identity(r.name, s)))
+         _finished(_run_dir(out, r, s), cfg.run_identity(r.name, s), LATER_OPTIONS))
         for r in regimes
         for s in cfg.seeds
     ]  # fmt: skip

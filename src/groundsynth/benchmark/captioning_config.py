@@ -19,6 +19,9 @@ __all__ = ["CAPTIONING_KEYS", "CaptioningBenchConfig", "CaptioningBenchResult"]
 
 #: Config fields that do not change a run's numbers (may differ when resuming).
 NOT_IDENTITY = ("out", "train", "seeds", "workers", "eval_batch_size", "progress", *EXECUTION)
+#: Options added after benchmarks were made, and what a ``config.yaml`` without them means:
+#: such folders and runs resume.
+LATER_OPTIONS: dict[str, Any] = {"composition_weight": 0.0}
 #: Keys every captioning benchmark's ``config.yaml`` has (tells it from another command's run).
 CAPTIONING_KEYS = frozenset(
     {"real", "synthetic", "train", "val", "test", "model", "num_beams", "min_word_count"}
@@ -49,8 +52,9 @@ class CaptioningBenchConfig(DataOptions):
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``,
     ``strategy``, ``precision``, ``deterministic``.
     Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
-    ``executor`` (``local``: here, one after the other; ``ray``: one Ray task per run, on one
-    device), ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
+    ``executor`` (``local``: here, one after the other; ``processes``: worker processes on this
+    machine, ``ray_cpus`` threads each; ``ray``: one Ray task per run, on one device),
+    ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
     """
 
     out: str
@@ -89,7 +93,7 @@ class CaptioningBenchConfig(DataOptions):
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     progress: bool = True
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "processes", "ray"] = "local"
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0
@@ -152,6 +156,9 @@ class CaptioningBenchConfig(DataOptions):
     def run_identity(self, regime: str, seed: int) -> dict[str, Any]:
         """What makes one run's numbers: shared settings plus its regime and seed."""
         d = {k: v for k, v in to_plain(self).items() if k not in NOT_IDENTITY}
+        for key, default in LATER_OPTIONS.items():  # left out at its default, as before it
+            if d.get(key) == default:
+                d.pop(key)
         return {**d, "regime": regime, "seed": seed}
 
 

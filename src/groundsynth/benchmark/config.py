@@ -31,6 +31,9 @@ NOT_IDENTITY = (
     "progress",
     *EXECUTION,
 )
+#: Options added after benchmarks were made, and what a ``config.yaml`` without them means:
+#: such folders and runs resume.
+LATER_OPTIONS: dict[str, Any] = {"floor": "regime"}
 #: Keys every benchmark's ``config.yaml`` has (tells it from another command's run).
 BENCHMARK_KEYS = frozenset({"real", "synthetic", "train", "val", "test", "archs", "encoder"})
 
@@ -56,8 +59,9 @@ class BenchmarkConfig(DataOptions):
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
     ``precision``, ``deterministic``.
     Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
-    ``executor`` (``local``: here, one after the other; ``ray``: one Ray task per run, on one
-    device), ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
+    ``executor`` (``local``: here, one after the other; ``processes``: worker processes on this
+    machine, ``ray_cpus`` threads each; ``ray``: one Ray task per run, on one device),
+    ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
     """
 
     out: str
@@ -96,7 +100,7 @@ class BenchmarkConfig(DataOptions):
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     progress: bool = True
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "processes", "ray"] = "local"
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0
@@ -179,8 +183,9 @@ class BenchmarkConfig(DataOptions):
     def run_identity(self, arch: str, regime: str, seed: int) -> dict[str, Any]:
         """What makes one run's numbers: shared settings plus its arch, regime and seed."""
         d = {k: v for k, v in to_plain(self).items() if k not in NOT_IDENTITY}
-        if d.get("floor") == "regime":  # the default: runs finished before the option resume
-            d.pop("floor")
+        for key, default in LATER_OPTIONS.items():  # left out at its default, as before it
+            if d.get(key) == default:
+                d.pop(key)
         return {**d, "arch": arch, "regime": regime, "seed": seed}
 
 

@@ -37,8 +37,9 @@ class RetrievalBenchConfig(DataOptions):
     Hardware (Lightning passthrough): ``accelerator``, ``devices``, ``num_nodes``,
     ``strategy``, ``precision``, ``deterministic``.
     Where runs train (:mod:`~groundsynth.benchmark.sweep`; not part of a run's identity):
-    ``executor`` (``local``: here, one after the other; ``ray``: one Ray task per run, on one
-    device), ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
+    ``executor`` (``local``: here, one after the other; ``processes``: worker processes on this
+    machine, ``ray_cpus`` threads each; ``ray``: one Ray task per run, on one device),
+    ``ray_address`` (``None``: a local cluster), ``ray_cpus`` / ``ray_gpus`` per run.
     """
 
     out: str
@@ -72,7 +73,7 @@ class RetrievalBenchConfig(DataOptions):
     precision: str = "32-true"
     deterministic: bool | Literal["warn"] = "warn"
     progress: bool = True
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "processes", "ray"] = "local"
     ray_address: str | None = None
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0

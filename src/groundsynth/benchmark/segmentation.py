@@ -48,6 +48,7 @@ import yaml
 from groundsynth._optional import lazy_import
 from groundsynth.benchmark.config import (
     BENCHMARK_KEYS,
+    LATER_OPTIONS,
     NOT_IDENTITY,
     BenchmarkConfig,
     BenchmarkResult,
@@ -83,8 +84,11 @@ def _run_dir(out: Path, arch: str, regime: Regime, seed: int) -> Path:
     return out / "runs" / arch / regime.slug / f"seed{seed}"
 
 
-def _finished(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's metrics if it finished with this identity; raises if it differs."""
+def _finished(
+    run_dir: Path, identity: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The run's metrics if it finished with this identity; raises if it differs.
+    ``defaults``: options added after runs were made, and the value their absence means."""
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return None
@@ -95,6 +99,7 @@ def _finished(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
         raise OutputConflictError(
             f"{run_dir}: unreadable finished run ({exc}); remove it to redo it"
         ) from exc
+    old, identity = {**(defaults or {}), **old}, {**(defaults or {}), **identity}
     if old != identity:
         keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
         raise OutputConflictError(
@@ -109,7 +114,7 @@ def _check_out(out: Path, cfg: BenchmarkConfig) -> None:
     settings (nothing is written); an empty folder or this benchmark's own passes."""
     if check_run_dir(
         out, to_plain(cfg), what="segmentation benchmark", ignore=NOT_IDENTITY,
-        required=BENCHMARK_KEYS,
+        required=BENCHMARK_KEYS, defaults=LATER_OPTIONS,
     ):  # fmt: skip
         log.info("%s: resuming the benchmark already there", out)
 
@@ -354,7 +359,8 @@ def run_segmentation_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         (
             RunTask("segmentation", cfg, regime.name, seed,
                     str(_run_dir(out, arch, regime, seed)), arch),
-            _finished(_run_dir(out, arch, regime, seed), cfg.run_identity(arch, regime.name, seed)),
+            _finished(_run_dir(out, arch, regime, seed), cfg.run_identity(arch, regime.name, seed),
+                      LATER_OPTIONS),
         )
         for regime in regimes
         for arch in cfg.archs

@@ -1,4 +1,5 @@
-"""Benchmark sweeps: where the pending runs of a benchmark train -- here, or as Ray tasks.
+"""Benchmark sweeps: where the pending runs of a benchmark train -- here, in worker
+processes, or as Ray tasks.
 
 A benchmark (``segmentation``, ``retrieval``, ``captioning``) plans its runs -- one per
 (arch, regime, seed) -- finds the finished ones and refuses conflicting ones before anything
@@ -12,6 +13,10 @@ is written, then hands its plan to :func:`run_sweep`:
   exactly as a local run does (``metrics.json`` last). The metrics come back to the driver,
   which turns them into rows and writes the tables once every run is done, as a local
   sweep does.
+- ``executor="processes"`` does the same in a pool of worker processes on this machine,
+  ``ray_cpus`` threads each, as many at once as the CPUs hold (two one-thread runs on two
+  cores finish sooner than two two-thread runs one after the other); inside
+  :func:`groundsynth.distributed.sharing` the runs join the shared pool.
 
 The executor options are not part of a run's identity (they are in every benchmark's
 ``NOT_IDENTITY``): a sweep begun on one executor resumes on the other. On Ray each run trains
@@ -37,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from groundsynth.distributed import check_executor_options, make_executor
+from groundsynth.distributed import EXECUTORS, check_executor_options, make_executor
 from groundsynth.errors import InputError
 
 __all__ = [
@@ -61,8 +66,10 @@ Metrics = dict[str, Any]
 def check_sweep_options(cfg: Any) -> None:
     """Check a benchmark config's executor options (``executor``, ``ray_*``) against its
     Lightning hardware options; :class:`InputError` naming what to change."""
-    check_executor_options(cfg.executor, cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus)
-    if cfg.executor != "ray":
+    check_executor_options(
+        cfg.executor, cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus, allowed=EXECUTORS
+    )
+    if cfg.executor == "local":
         return
     asked = [
         f"{name}={value!r}"
@@ -75,9 +82,14 @@ def check_sweep_options(cfg: Any) -> None:
     ]
     if asked:
         raise InputError(
-            f"--executor ray trains each run on one device, but {', '.join(asked)} asks for "
+            f"--executor {cfg.executor} trains each run on one device, but {', '.join(asked)} asks for "
             "multi-device training: leave --devices/--num-nodes/--strategy at their defaults "
             "(give each run a GPU with --ray-gpus 1), or use --executor local"
+        )
+    if cfg.executor == "processes" and cfg.accelerator in ("gpu", "cuda"):
+        raise InputError(
+            f"--executor processes trains on this machine's CPUs, not --accelerator "
+            f"{cfg.accelerator}: use --executor ray --ray-gpus 1, or --executor local"
         )
     if cfg.accelerator in ("gpu", "cuda") and not cfg.ray_gpus > 0:
         raise InputError(
@@ -239,8 +251,10 @@ def run_sweep(
             log.info("clearing unfinished run %s", task.run_dir)
             shutil.rmtree(task.run_dir)
         pending.append(task)
-    if cfg.executor == "ray":  # nothing to train: no cluster started
-        out.executor = _on_ray(cfg, pending, metrics) if pending else {"name": "ray", "tasks": 0}
+    if cfg.executor != "local":  # nothing to train: no cluster or pool started
+        out.executor = (
+            _on_workers(cfg, pending, metrics) if pending else {"name": cfg.executor, "tasks": 0}
+        )
     else:
         out.executor = {"name": "local"}
         for task in pending:
@@ -251,17 +265,20 @@ def run_sweep(
     return out
 
 
-def _on_ray(cfg: Any, pending: list[RunTask], metrics: dict[str, Metrics]) -> dict[str, Any]:
-    """Train ``pending`` as Ray tasks; put each run's metrics in ``metrics`` as it returns."""
+def _on_workers(cfg: Any, pending: list[RunTask], metrics: dict[str, Metrics]) -> dict[str, Any]:
+    """Train ``pending`` as Ray tasks or in worker processes; put each run's metrics in
+    ``metrics`` as it returns."""
     pids: set[int] = set()
-    log.info("training %d run(s) as Ray tasks", len(pending))
-    with make_executor("ray", cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus) as executor:
+    log.info("training %d run(s) on the %s executor", len(pending), cfg.executor)
+    with make_executor(cfg.executor, cfg.ray_address, cfg.ray_cpus, cfg.ray_gpus) as executor:
         for task, result in executor.map_unordered(
             run_task, pending, label=lambda t: f"run {t.key}"
         ):
             metrics[task.key] = result["metrics"]
             pids.add(result["pid"])
-            log.info("finished %s on a Ray worker (%.1f s)", task.key, result["seconds"])
+            log.info(
+                "finished %s in worker %d (%.1f s)", task.key, result["pid"], result["seconds"]
+            )
             if not (Path(task.run_dir) / "metrics.json").is_file():
                 log.warning(
                     "%s: the worker's metrics.json is not visible here; on a cluster, --out "

@@ -49,6 +49,13 @@ def demo_cmd(
         "--retrieval/--no-retrieval",
         help="Also compare grounded and ungrounded data on image–text retrieval (about 3 min).",
     ),
+    parallel: bool = typer.Option(
+        True,
+        "--parallel/--no-parallel",
+        help="Train the experiment's independent models at once in worker processes, one "
+        "thread each, as many as the cores (from 2 cores on); --no-parallel trains them one "
+        "after the other in this process.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run the whole pipeline on the built-in sample world and write one HTML report.
@@ -79,6 +86,7 @@ def demo_cmd(
         experiment=experiment, experiment_size=experiment_size, experiment_patch=experiment_patch,
         preset=preset, seeds=seeds, progress=progress, min_label_fidelity=min_label_fidelity,  # type: ignore[arg-type]
         family=family,  # type: ignore[arg-type]
+        executor=None if parallel else "local",
         tasks=("segmentation", "retrieval") if retrieval else ("segmentation",),
     )  # fmt: skip
     with progress_bar(progress) as bar:

@@ -63,9 +63,11 @@ def _deterministic(text: str) -> bool | str:
 SWEEP_EXECUTOR = typer.Option(
     "local",
     "--executor",
-    help="Where runs train: local (here, one after the other) or ray (each (arch, regime, "
+    help="Where runs train: local (here, one after the other), processes (worker processes "
+    "on this machine, --ray-cpus threads each, as many at once as the CPUs hold: on 2 cores "
+    "two 1-thread runs finish sooner than one after the other) or ray (each (arch, regime, "
     "seed) run as one Ray task, on one device; pip install 'groundsynth[distributed]'). The "
-    "run folders and tables are the same either way, and a benchmark resumes on either.",
+    "run folders and tables are the same either way, and a benchmark resumes on any.",
 )
 SWEEP_RAY_ADDRESS = typer.Option(
     None,
@@ -75,7 +77,9 @@ SWEEP_RAY_ADDRESS = typer.Option(
     "needs groundsynth and the datasets and --out at the same path.",
 )
 SWEEP_RAY_CPUS = typer.Option(
-    1.0, "--ray-cpus", help="CPUs reserved per run (Ray task): how many run at once."
+    1.0,
+    "--ray-cpus",
+    help="CPUs reserved per run (Ray task, or threads per worker process): how many run at once.",
 )
 SWEEP_RAY_GPUS = typer.Option(
     0.0,

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from groundsynth.cli._common import console, friendly
+from groundsynth.cli.evaluate import SWEEP_RAY_ADDRESS, SWEEP_RAY_CPUS
 
 __all__ = ["register"]
 
@@ -133,6 +134,16 @@ def transfer_cmd(
     retrieval_pretrained: str | None = typer.Option(
         None, help="Retrieval: dual encoder weights to start from (default: the preset's, random)."
     ),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        help="Where models train: local (here, one after the other), processes (worker "
+        "processes of --ray-cpus threads each, as many as the cores: the generators beside "
+        "the real segmenters, then the benchmarks' runs side by side) or ray (the "
+        "benchmarks' runs as Ray tasks).",
+    ),
+    ray_address: str | None = SWEEP_RAY_ADDRESS,
+    ray_cpus: float = SWEEP_RAY_CPUS,
 ) -> None:
     """Does grounded augmentation beat ungrounded augmentation, in-domain and across regions?
 
@@ -162,6 +173,7 @@ def transfer_cmd(
         device=device, progress=progress,
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
         retrieval_pretrained=retrieval_pretrained,
+        executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,  # type: ignore[arg-type]
     )  # fmt: skip
     result = run_transfer(cfg)
     t = Table(title="macro F1 % (mean over seeds [95 % CI])", show_edge=False)

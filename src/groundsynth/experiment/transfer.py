@@ -28,7 +28,8 @@ With region A's real dataset (``source``) and region B's (``target``):
    always given too), seeds won and an exact sign-flip p-value (see :mod:`.stats`).
 
 Every step writes its own run directory under ``out`` and is skipped when already finished, so
-rerunning the command resumes. The synthetic sets and B are exposed to the benchmark through
+rerunning the command resumes. ``executor="processes"`` trains the independent models at once
+in worker processes (see :mod:`.parallel`). The synthetic sets and B are exposed to the benchmark through
 ``out/pool`` (links to their split folders): ``synthetic/grounded``, ``synthetic/ungrounded``
 and ``synthetic/target``.
 """
@@ -46,7 +47,9 @@ from typing import Any, Literal
 import pandas as pd
 
 from groundsynth.data.reader import open_dataset
+from groundsynth.distributed import EXECUTORS, check_executor_options
 from groundsynth.errors import InputError
+from groundsynth.experiment.parallel import at_once, workers
 from groundsynth.experiment.presets import PRESETS, Preset
 from groundsynth.experiment.tables import results_tables
 from groundsynth.io import write_json, write_text
@@ -98,6 +101,11 @@ class TransferConfig:
     progress: bool = True
     tasks: tuple[str, ...] = ("segmentation",)
     retrieval_pretrained: str | None = None
+    #: where models train (:mod:`.parallel`): local, processes or ray; with ``ray_address`` and
+    #: ``ray_cpus`` (CPUs per task, threads per worker process)
+    executor: Literal["local", "processes", "ray"] = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +115,9 @@ class TransferConfig:
                 f"tasks must name each of {', '.join(TASKS)} at most once and include "
                 f"segmentation (its segmenter grounds the synthetic sets), got {list(self.tasks)}"
             )
+        check_executor_options(
+            self.executor, self.ray_address, self.ray_cpus, 0.0, allowed=EXECUTORS
+        )
         if self.family not in FAMILIES:
             raise InputError(f"unknown family {self.family!r}; valid: {', '.join(FAMILIES)}")
         if not 0 <= self.map_dropout < 1 or self.guidance < 0:
@@ -137,6 +148,11 @@ class TransferConfig:
         value = getattr(self, name)
         return PRESETS[self.preset][name] if value is None else value
 
+    def execution(self) -> dict[str, Any]:
+        """The benchmarks' executor options (never part of a run's identity)."""
+        return {"executor": self.executor, "ray_address": self.ray_address,
+                "ray_cpus": self.ray_cpus}  # fmt: skip
+
 
 def segmentation_bench_config(
     preset: str,
@@ -155,11 +171,13 @@ def segmentation_bench_config(
     batch_size: int | None = None,
     test: str = "real/test,synthetic/target",
     floor: str = "regime",
+    execution: dict[str, Any] | None = None,
 ) -> Any:
     """The segmentation benchmark of an experiment: ``preset``'s segmenter and step budget
     (``max_epochs`` / ``max_steps`` / ``batch_size`` override it), validated on real A and
     tested on ``test`` (default: A's test split and ``synthetic/target``, region B); ``floor``:
-    the benchmark's pixel-floor basis (``regime`` or ``real``)."""
+    the benchmark's pixel-floor basis (``regime`` or ``real``); ``execution``: its executor
+    options (:meth:`TransferConfig.execution`)."""
     from groundsynth.benchmark.segmentation import BenchmarkConfig
 
     p = PRESETS[preset]
@@ -174,7 +192,7 @@ def segmentation_bench_config(
         batch_size=p["batch_size"] if batch_size is None else batch_size, workers=workers,
         progress=progress, lr=seg.get("lr", 1e-3),
         schedule=seg.get("schedule", "plateau"), patience=seg.get("patience", 5),
-        loss=seg.get("loss", "dice"), floor=floor,
+        loss=seg.get("loss", "dice"), floor=floor, **(execution or {}),
     )  # fmt: skip
 
 
@@ -236,7 +254,25 @@ class _Experiment:
             encoder_weights=self.cfg.encoder_weights, workers=self.cfg.workers,
             progress=self.cfg.progress, max_epochs=self.cfg.setting("max_epochs"),
             max_steps=self.cfg.setting("max_steps"), batch_size=self.cfg.setting("batch_size"),
+            execution=self.cfg.execution(),
         )  # fmt: skip
+
+    def train_ahead(self, executor: Any) -> None:
+        """Train at once on ``executor``: both generators (as its tasks, from a thread) and
+        every seed's real-only segmenter (the benchmark, in this thread). SPADE with its
+        feature-matching term waits for its segmenter and trains later, in :meth:`train`."""
+        from groundsynth.benchmark.segmentation import run_segmentation_benchmark
+        from groundsynth.experiment.parallel import in_background
+
+        kinds = [
+            k for k in FAMILIES[self.cfg.family]
+            if not (k == "conditional" and self.preset["cond"].get("fm_weight"))
+        ]  # fmt: skip
+        generators = in_background(executor, [self.train_config(k) for k in kinds])
+        try:
+            run_segmentation_benchmark(self.bench_config(("real",), self.cfg.seeds))
+        finally:
+            generators.result()
 
     def segmenter(self, seed: int | None = None) -> Path:
         """The benchmark's ``real`` run of ``seed`` (default: the first), trained now if it
@@ -263,6 +299,15 @@ class _Experiment:
 
     # ------------------------------------------------------------------ generators
     def train(self, kind: str) -> Path:
+        """Train (or resume, or find finished) the generator of ``kind``; its run folder."""
+        from groundsynth.generate.training import train_generator
+
+        cfg = self.train_config(kind)
+        train_generator(cfg, progress=self.cfg.progress)
+        return Path(cfg.out)
+
+    def train_config(self, kind: str) -> Any:
+        """The :class:`~groundsynth.generate.config.TrainConfig` of ``kind``'s generator."""
         from groundsynth.generate.config import TrainConfig, model_config_from_dict
 
         if kind == "conditional":
@@ -277,17 +322,13 @@ class _Experiment:
                 model.update(map_dropout=self.cfg.map_dropout, guidance=self.cfg.guidance)
                 model.update(self.preset.get("cond_diffusion", {}))
         run = self.out / "generators" / kind
-        from groundsynth.generate.training import train_generator
-
-        cfg = TrainConfig(
+        return TrainConfig(
             kind=kind, dataset=str(self.source), out=str(run), image_size=self.image_size,
             max_steps=steps, batch_size=self.preset["generator_batch"],
             checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 6),
             seed=self.cfg.seeds[0], num_workers=self.cfg.workers,
             model=model_config_from_dict(kind, model),
         )  # fmt: skip
-        train_generator(cfg, progress=self.cfg.progress)
-        return run
 
     def generate(self, run: Path, name: str, layouts: Any = None) -> Path:
         from groundsynth.generate.sampling import GenerateConfig, generate_dataset
@@ -389,89 +430,13 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
     out = exp.out
     run = start_run(out, "experiment-transfer", config, seeds={"seeds": list(config.seeds)})
     try:
-        _link(exp.pool / "target", exp.target / config.target_split)
-        log.info("1/5 real-trained segmenter")
-        segmenter = exp.segmenter()
-        log.info("2/5 grounded synthetic data")
-        grounded, rule = exp.grounded(segmenter)
-        threshold = rule["threshold"]
-        if not any(open_dataset(grounded).len(sp) for sp in open_dataset(grounded).splits()):
-            raise InputError(
-                f"the grounding filter kept no sample (label fidelity >= {threshold:.3g}); "
-                "train the generator longer or lower --min-label-fidelity"
-            )
-        _link(exp.pool / "grounded", _only_split(grounded))
-        log.info("3/5 ungrounded synthetic data")
-        ungrounded = exp.ungrounded(segmenter)
-        _link(exp.pool / "ungrounded", _only_split(ungrounded))
-        need = math.ceil(max(config.budgets) * exp.n_train)
-        sizes = {n: open_dataset(exp.pool).len(n) for n in ("grounded", "ungrounded")}
-        short = {n: k for n, k in sizes.items() if k < need}
-        if short:
-            raise InputError(
-                f"too few synthetic samples for budget {max(config.budgets):g} ({need} needed): {short}; "
-                "lower --min-label-fidelity or raise --oversample"
-            )
-        if {"retrieval", "captioning"} & set(config.tasks):
-            captions = _caption_sets(exp, grounded, ungrounded)
-        fidelity = {
-            "grounded": exp.fidelity("grounded", grounded, segmenter),
-            "ungrounded": exp.fidelity("ungrounded", ungrounded, segmenter),
-        }
-        log.info("4/5 segmentation benchmark")
-        from groundsynth.benchmark.segmentation import run_segmentation_benchmark
-
-        bench = run_segmentation_benchmark(
-            exp.bench_config(tuple(_regimes(config.budgets, config.synthetic_only)), config.seeds)
-        )
-        log.info("5/5 learning checks and tables")
-        from groundsynth.experiment.learning import learning_block
-
-        learning = learning_block(
-            out=out, source=exp.source, bench=out / "benchmark",
-            grounded_raw=out / "synthetic" / "grounded_raw",
-            fidelity={"grounded_raw": exp.fidelity("grounded_raw", out / "synthetic" / "grounded_raw", segmenter),
-                      "ungrounded": fidelity["ungrounded"]},
-            seed=config.seeds[0],
-        )  # fmt: skip
-        summary_df, diffs = results_tables(bench.rows)
-        pd.DataFrame(bench.rows).to_csv(out / "results_long.csv", index=False)
-        summary_df.to_csv(out / "results.csv", index=False)
-        pd.DataFrame(diffs).to_csv(out / "differences.csv", index=False)
-        result = {
-            "source": str(exp.source),
-            "target": str(exp.target),
-            "n_real_train": exp.n_train,
-            "synthetic_sizes": sizes,
-            "grounding_threshold": threshold,
-            "grounding_filter": rule,
-            "family": config.family,
-            "generators": dict(zip(("grounded", "ungrounded"), FAMILIES[config.family])),
-            "learning": learning,
-            "budgets": list(config.budgets),
-            "seeds": list(config.seeds),
-            "table": summary_df.to_dict(orient="records"),
-            "differences": diffs,
-            "fidelity": {k: _fidelity_brief(v) for k, v in fidelity.items()},
-            "notes": [
-                "f1 / iou: macro over the 7 classes, confusion matrices over whole test sets, "
-                "averaged over architectures per seed; CIs are t-intervals over seeds",
-                "differences: grounded minus ungrounded paired by seed; 95 % CI a t-interval below "
-                "20 seeds (a percentile bootstrap over few seeds covers far less than 95 %), the "
-                "paired bootstrap from 20 (boot95 columns: always); sign-flip p exact",
-                "scores against WorldCover-derived maps measure agreement with WorldCover "
-                "(about 77 % accurate), not with the ground",
-            ],
-        }
-        for task in ("retrieval", "captioning"):
-            if task in config.tasks:
-                log.info("%s benchmark (captions: %s)", task, captions)
-                result.setdefault("tasks", {})[task] = _multimodal(exp, task, captions)
+        with workers(config.executor, config.ray_address, config.ray_cpus) as executor:
+            result = _run(exp, config, executor)
         write_json(out / "experiment.json", result)
         write_text(out / "notes.txt", " ".join(result["notes"]) + "\n")
         run.finish(
             inputs=[exp.source, exp.target],
-            outputs={"synthetic_sizes": sizes, "results": "results.csv"},
+            outputs={"synthetic_sizes": result["synthetic_sizes"], "results": "results.csv"},
             digest=[out / "results.csv", out / "differences.csv", out / "experiment.json"],
         )
     except BaseException:
@@ -480,12 +445,108 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
     return result
 
 
+def _run(exp: _Experiment, config: TransferConfig, executor: Any) -> dict[str, Any]:
+    """The experiment's steps; ``executor``: None (one model after the other, here) or the
+    pool or cluster its independent models train on at once (:mod:`.parallel`)."""
+    out = exp.out
+    _link(exp.pool / "target", exp.target / config.target_split)
+    log.info("1/5 real-trained segmenter")
+    if executor is not None:
+        exp.train_ahead(executor)
+    segmenter = exp.segmenter()
+    log.info("2/5 grounded synthetic data")
+    grounded, rule = exp.grounded(segmenter)
+    threshold = rule["threshold"]
+    if not any(open_dataset(grounded).len(sp) for sp in open_dataset(grounded).splits()):
+        raise InputError(
+            f"the grounding filter kept no sample (label fidelity >= {threshold:.3g}); "
+            "train the generator longer or lower --min-label-fidelity"
+        )
+    _link(exp.pool / "grounded", _only_split(grounded))
+    log.info("3/5 ungrounded synthetic data")
+    ungrounded = exp.ungrounded(segmenter)
+    _link(exp.pool / "ungrounded", _only_split(ungrounded))
+    need = math.ceil(max(config.budgets) * exp.n_train)
+    sizes = {n: open_dataset(exp.pool).len(n) for n in ("grounded", "ungrounded")}
+    short = {n: k for n, k in sizes.items() if k < need}
+    if short:
+        raise InputError(
+            f"too few synthetic samples for budget {max(config.budgets):g} ({need} needed): {short}; "
+            "lower --min-label-fidelity or raise --oversample"
+        )
+    if {"retrieval", "captioning"} & set(config.tasks):
+        captions = _caption_sets(exp, grounded, ungrounded)
+    fidelity = {
+        "grounded": exp.fidelity("grounded", grounded, segmenter),
+        "ungrounded": exp.fidelity("ungrounded", ungrounded, segmenter),
+    }
+    log.info("4/5 segmentation benchmark")
+    from groundsynth.benchmark.segmentation import run_segmentation_benchmark
+
+    regimes = tuple(_regimes(config.budgets, config.synthetic_only))
+    calls: dict[str, Any] = {
+        "segmentation": lambda: run_segmentation_benchmark(exp.bench_config(regimes, config.seeds))
+    }
+    for task in ("retrieval", "captioning"):
+        if task in config.tasks:
+            log.info("%s benchmark (captions: %s)", task, captions)
+            calls[task] = lambda task=task: _multimodal(exp, task, captions)
+    # with workers, the benchmarks' runs share them; else one after the other
+    done = at_once(calls) if executor is not None else {n: call() for n, call in calls.items()}
+    bench = done["segmentation"]
+    log.info("5/5 learning checks and tables")
+    from groundsynth.experiment.learning import learning_block
+
+    learning = learning_block(
+        out=out, source=exp.source, bench=out / "benchmark",
+        grounded_raw=out / "synthetic" / "grounded_raw",
+        fidelity={"grounded_raw": exp.fidelity("grounded_raw", out / "synthetic" / "grounded_raw", segmenter),
+                  "ungrounded": fidelity["ungrounded"]},
+        seed=config.seeds[0],
+    )  # fmt: skip
+    summary_df, diffs = results_tables(bench.rows)
+    pd.DataFrame(bench.rows).to_csv(out / "results_long.csv", index=False)
+    summary_df.to_csv(out / "results.csv", index=False)
+    pd.DataFrame(diffs).to_csv(out / "differences.csv", index=False)
+    result = {
+        "source": str(exp.source),
+        "target": str(exp.target),
+        "n_real_train": exp.n_train,
+        "synthetic_sizes": sizes,
+        "grounding_threshold": threshold,
+        "grounding_filter": rule,
+        "family": config.family,
+        "generators": dict(zip(("grounded", "ungrounded"), FAMILIES[config.family])),
+        "learning": learning,
+        # where the models trained: here one after the other, or a pool / cluster at once
+        "execution": executor.describe() if executor is not None else {"name": "local"},
+        "budgets": list(config.budgets),
+        "seeds": list(config.seeds),
+        "table": summary_df.to_dict(orient="records"),
+        "differences": diffs,
+        "fidelity": {k: _fidelity_brief(v) for k, v in fidelity.items()},
+        "notes": [
+            "f1 / iou: macro over the 7 classes, confusion matrices over whole test sets, "
+            "averaged over architectures per seed; CIs are t-intervals over seeds",
+            "differences: grounded minus ungrounded paired by seed; 95 % CI a t-interval below "
+            "20 seeds (a percentile bootstrap over few seeds covers far less than 95 %), the "
+            "paired bootstrap from 20 (boot95 columns: always); sign-flip p exact",
+            "scores against WorldCover-derived maps measure agreement with WorldCover "
+            "(about 77 % accurate), not with the ground",
+        ],
+    }
+    for task in ("retrieval", "captioning"):
+        if task in done:
+            result.setdefault("tasks", {})[task] = done[task]
+    return result
+
+
 def _multimodal(exp: _Experiment, task: str, captions: dict[str, str]) -> dict[str, Any]:
     """Run the retrieval or captioning task of the experiment (see .multimodal)."""
     from groundsynth.experiment import multimodal
 
     cfg = exp.cfg
-    settings = dict(exp.preset[task])
+    settings = {**exp.preset[task], **cfg.execution()}
     if task == "retrieval" and cfg.retrieval_pretrained:
         settings["pretrained"] = cfg.retrieval_pretrained
     run = multimodal.run_retrieval_task if task == "retrieval" else multimodal.run_captioning_task

@@ -236,7 +236,7 @@ def save_run_checkpoint(
     names = list(module.loss_names)
     new_file = not losses_path.is_file()
     with open(losses_path, "a", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
+        writer = csv.writer(fh, lineterminator="\n")  # as a resume's truncation writes it
         if new_file:
             writer.writerow(["step", *names])
         first = step - len(rows) + 1
