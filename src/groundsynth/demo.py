@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. The defaults take a few minutes on 2 CPU cores."""
+    """Sizes of the demo. The defaults take about 8.5 minutes on 2 idle CPU cores."""
 
     out: str = "demo_out"
     size: int = 4096  # sample world of the 256² dataset

@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -112,6 +113,7 @@ class Run:
     started: float
     log_path: Path
     _handler: logging.Handler | None = None
+    _thread: int = 0
 
     def finish(
         self,
@@ -157,6 +159,28 @@ class Run:
             logging.getLogger("groundsynth").removeHandler(self._handler)
             self._handler.close()
             self._handler = None
+            with _RUNS_LOCK:
+                _RUN_THREADS[self._thread] -= 1
+                if not _RUN_THREADS[self._thread]:
+                    del _RUN_THREADS[self._thread]
+
+
+#: thread ident -> runs open in that thread (see :class:`_OwnThread`)
+_RUN_THREADS: dict[int, int] = {}
+_RUNS_LOCK = threading.Lock()
+
+
+class _OwnThread(logging.Filter):
+    """A run's log keeps the records of the thread that started it and of threads without a
+    run of their own (e.g. file writers), not those of runs going on in other threads at the
+    same time (the experiment's benchmarks run side by side)."""
+
+    def __init__(self, thread: int) -> None:
+        super().__init__()
+        self.thread = thread
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread or not _RUN_THREADS.get(record.thread or 0)
 
 
 def _iso(t: float) -> str:
@@ -179,6 +203,10 @@ def start_run(
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
+    thread = threading.get_ident()
+    handler.addFilter(_OwnThread(thread))
+    with _RUNS_LOCK:
+        _RUN_THREADS[thread] = _RUN_THREADS.get(thread, 0) + 1
     root = logging.getLogger("groundsynth")
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
@@ -191,6 +219,7 @@ def start_run(
         started=time.time(),
         log_path=log_path,
         _handler=handler,
+        _thread=thread,
     )
 
 

@@ -69,7 +69,7 @@ def test_family_of_sets(study):
     assert sets["targeted"].sum() == 1
     assert set(sets.loc[sets["targeted"], "kind"]) == {"grounded"}
     assert sorted(sets["generator"].unique()) == ["conditional-diffusion", "diffusion"]
-    assert sorted(set(sets["step"])) == [6, 20]
+    assert sorted(set(sets["step"])) == [10, 20]
     n = result["set_size"]
     assert n == round(0.3 * open_dataset(cfg.real).len("train"))
     for name in sets["set"]:
@@ -102,7 +102,7 @@ def test_metrics_match_their_sources(study):
     floor = PixelFloor.from_dict(
         json.loads((out / "benchmark" / "floors" / "real.json").read_text())
     )
-    for name in ("conditional-diffusion-s6", "diffusion-s20-filtered"):
+    for name in ("conditional-diffusion-s10", "diffusion-s20-filtered"):
         summary = json.loads((out / "evaluation" / name / "summary.json").read_text())
         ff = summary["feature_fidelity"]["synthetic"]
         assert sets.loc[name, "fd"] == pytest.approx(ff["frechet_distance"])
@@ -121,8 +121,8 @@ def test_metrics_match_their_sources(study):
         from groundsynth.evaluate.clipscore import ClipScoreConfig
 
         clip = ClipScoreConfig(model=cfg.clip_model, pretrained=cfg.clip_pretrained)
-        direct = evaluate_captions(out / "sets" / "diffusion-s6", clip=clip)
-        assert sets.loc["diffusion-s6", "clipscore"] == pytest.approx(
+        direct = evaluate_captions(out / "sets" / "diffusion-s10", clip=clip)
+        assert sets.loc["diffusion-s10", "clipscore"] == pytest.approx(
             direct["clipscore"]["pooled"]["mean"]
         )
         assert "clipscore" in result["metrics"]
@@ -198,7 +198,7 @@ def _slug(domain: str) -> str:
 
 def test_rerun_resumes_without_redoing(study):
     result, out, cfg = study
-    marker = out / "sets" / "diffusion-s6" / "metrics.json"
+    marker = out / "sets" / "diffusion-s10" / "metrics.json"
     before = marker.stat().st_mtime_ns
     again = run_metric_utility(cfg)
     assert marker.stat().st_mtime_ns == before

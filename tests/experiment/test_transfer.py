@@ -339,4 +339,11 @@ def test_processes_executor_trains_the_same_experiment_at_once(tmp_path):
     assert bench["executor"]["name"] == "processes" and bench["executor"]["shared"] is True
     assert bench["executor"]["tasks"] == 4  # real + each set, 2 seeds, in the workers
     retrieval = json.loads((tmp_path / "pool" / "retrieval" / "manifest.json").read_text())
-    assert retrieval["executor"]["tasks"] == 6 and retrieval["executor"]["shared"] is True
+    assert sorted(retrieval["resumed"]) == ["real/seed0", "real/seed1"]  # trained ahead too
+    assert retrieval["executor"]["tasks"] == 4 and retrieval["executor"]["shared"] is True
+    # the benchmarks ran side by side, each logging its own runs only
+    seg_log = (tmp_path / "pool" / "benchmark" / "benchmark-segmentation.log").read_text()
+    ret_log = (tmp_path / "pool" / "retrieval" / "benchmark-retrieval.log").read_text()
+    assert "finished unet/real,synthetic/grounded:0.5/seed0" in seg_log
+    assert "finished real,synthetic/grounded:0.5/seed0" in ret_log and "unet/" not in ret_log
+    assert "finished real,synthetic" not in seg_log.replace("finished unet/", "")

@@ -47,7 +47,7 @@ def demo_cmd(
     retrieval: bool = typer.Option(
         True,
         "--retrieval/--no-retrieval",
-        help="Also compare grounded and ungrounded data on image–text retrieval (about 3 min).",
+        help="Also compare grounded and ungrounded data on image–text retrieval (about 1.5 min).",
     ),
     parallel: bool = typer.Option(
         True,
@@ -64,9 +64,9 @@ def demo_cmd(
     evaluation -> the experiment on two small regions (real-trained segmenter, grounded and
     ungrounded diffusion synthetic data, synthetic-data evaluation, segmentation benchmark
     with seeds and CIs, in-domain and cross-region, the same for image–text retrieval,
-    learning checks of every model against its floor) -> report. Cost: about 1,800
-    CPU-seconds (17 minutes measured on 2 idle CPU cores, 1.6 GB peak memory). Rerunning
-    resumes.
+    learning checks of every model against its floor) -> report. Cost: about 950
+    CPU-seconds (8.5 minutes measured on 2 idle CPU cores with --parallel, 4.4 GB peak
+    memory over its processes). Rerunning resumes.
 
     Example: `groundsynth demo --out demo_out`
     """
@@ -78,8 +78,9 @@ def demo_cmd(
     t0 = time.time()
     if experiment and preset == "small":
         console.print(
-            "the demo trains about 40 small models: roughly 1,800 CPU-seconds (17 minutes on 2 "
-            "idle cores); --no-experiment runs only the data and caption steps"
+            "the demo trains about 40 small models: roughly 950 CPU-seconds (8.5 minutes on 2 "
+            "idle cores, side by side in worker processes); --no-experiment runs only the data "
+            "and caption steps"
         )
     cfg = DemoConfig(
         out=str(out), size=size, patch_size=patch_size, seed=seed, workers=workers,

@@ -258,9 +258,10 @@ class _Experiment:
         )  # fmt: skip
 
     def train_ahead(self, executor: Any) -> None:
-        """Train at once on ``executor``: both generators (as its tasks, from a thread) and
-        every seed's real-only segmenter (the benchmark, in this thread). SPADE with its
-        feature-matching term waits for its segmenter and trains later, in :meth:`train`."""
+        """Train at once on ``executor``: both generators (as its tasks, from a thread), every
+        seed's real-only segmenter and the multimodal tasks' real-only runs (each benchmark
+        from a thread of its own). SPADE with its feature-matching term waits for its
+        segmenter and trains later, in :meth:`train`."""
         from groundsynth.benchmark.segmentation import run_segmentation_benchmark
         from groundsynth.experiment.parallel import in_background
 
@@ -269,8 +270,18 @@ class _Experiment:
             if not (k == "conditional" and self.preset["cond"].get("fm_weight"))
         ]  # fmt: skip
         generators = in_background(executor, [self.train_config(k) for k in kinds])
+        calls: dict[str, Any] = {
+            "segmentation": lambda: run_segmentation_benchmark(
+                self.bench_config(("real",), self.cfg.seeds)
+            )
+        }
+        multimodal = [t for t in ("retrieval", "captioning") if t in self.cfg.tasks]
+        if multimodal:
+            captions = _caption_real(self)
+            for task in multimodal:
+                calls[task] = lambda task=task: _multimodal(self, task, captions, ("real",))
         try:
-            run_segmentation_benchmark(self.bench_config(("real",), self.cfg.seeds))
+            at_once(calls)
         finally:
             generators.result()
 
@@ -325,7 +336,7 @@ class _Experiment:
         return TrainConfig(
             kind=kind, dataset=str(self.source), out=str(run), image_size=self.image_size,
             max_steps=steps, batch_size=self.preset["generator_batch"],
-            checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 6),
+            checkpoint_every=max(1, steps // 2), eval_every=max(1, steps // 2),
             seed=self.cfg.seeds[0], num_workers=self.cfg.workers,
             model=model_config_from_dict(kind, model),
         )  # fmt: skip
@@ -339,6 +350,24 @@ class _Experiment:
                            seed=self.cfg.seeds[0], device=self.cfg.device)
         )  # fmt: skip
         return out
+
+    def branch(self, which: str, segmenter: Path) -> dict[str, Any]:
+        """One synthetic set, made and evaluated: ``grounded`` (generated from maps, filtered
+        by label fidelity; ``rule``: the filter's threshold) or ``ungrounded`` (generated,
+        pseudo-labelled), captioned first when a multimodal task needs captions."""
+        if which == "grounded":
+            out, rule = self.grounded(segmenter)
+        else:
+            out, rule = self.ungrounded(segmenter), None
+        reader = open_dataset(out)
+        if not any(reader.len(split) for split in reader.splits()):
+            return {"path": str(out), "rule": rule}  # the caller says why
+        if {"retrieval", "captioning"} & set(self.cfg.tasks):
+            from groundsynth.experiment.multimodal import ensure_captions
+
+            ensure_captions(out, self.cfg.seeds[0])
+        self.fidelity(which, out, segmenter)
+        return {"path": str(out), "rule": rule}
 
     def grounded(self, segmenter: Path) -> tuple[Path, dict[str, Any]]:
         """Generate, score label fidelity, keep the verified samples; return (dataset, the
@@ -422,6 +451,13 @@ class _Experiment:
         )
 
 
+def _branch_task(job: tuple[TransferConfig, str, str]) -> dict[str, Any]:
+    """A worker's task (or a call here): :meth:`_Experiment.branch` of ``(config, which,
+    segmenter)``."""
+    config, which, segmenter = job
+    return _Experiment(config).branch(which, Path(segmenter))
+
+
 def run_transfer(config: TransferConfig) -> dict[str, Any]:
     """Run (or resume) the whole transfer experiment; return its summary (also in
     ``out/experiment.json``, with ``results.csv`` (means and CIs per regime and domain),
@@ -454,8 +490,15 @@ def _run(exp: _Experiment, config: TransferConfig, executor: Any) -> dict[str, A
     if executor is not None:
         exp.train_ahead(executor)
     segmenter = exp.segmenter()
-    log.info("2/5 grounded synthetic data")
-    grounded, rule = exp.grounded(segmenter)
+    log.info("2/5 grounded and 3/5 ungrounded synthetic data")
+    jobs = [(config, which, str(segmenter)) for which in ("grounded", "ungrounded")]
+    if executor is None:
+        made = {job[1]: _branch_task(job) for job in jobs}
+    else:  # the two sets are made side by side on the workers
+        done = executor.map_unordered(_branch_task, jobs, label=lambda j: f"{j[1]} synthetic data")
+        made = {job[1]: result for job, result in done}
+    grounded, rule = Path(made["grounded"]["path"]), made["grounded"]["rule"]
+    ungrounded = Path(made["ungrounded"]["path"])
     threshold = rule["threshold"]
     if not any(open_dataset(grounded).len(sp) for sp in open_dataset(grounded).splits()):
         raise InputError(
@@ -463,8 +506,6 @@ def _run(exp: _Experiment, config: TransferConfig, executor: Any) -> dict[str, A
             "train the generator longer or lower --min-label-fidelity"
         )
     _link(exp.pool / "grounded", _only_split(grounded))
-    log.info("3/5 ungrounded synthetic data")
-    ungrounded = exp.ungrounded(segmenter)
     _link(exp.pool / "ungrounded", _only_split(ungrounded))
     need = math.ceil(max(config.budgets) * exp.n_train)
     sizes = {n: open_dataset(exp.pool).len(n) for n in ("grounded", "ungrounded")}
@@ -541,8 +582,11 @@ def _run(exp: _Experiment, config: TransferConfig, executor: Any) -> dict[str, A
     return result
 
 
-def _multimodal(exp: _Experiment, task: str, captions: dict[str, str]) -> dict[str, Any]:
-    """Run the retrieval or captioning task of the experiment (see .multimodal)."""
+def _multimodal(
+    exp: _Experiment, task: str, captions: dict[str, str], regimes: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Run the retrieval or captioning task of the experiment (see .multimodal): every
+    regime, or only ``regimes``."""
     from groundsynth.experiment import multimodal
 
     cfg = exp.cfg
@@ -552,7 +596,7 @@ def _multimodal(exp: _Experiment, task: str, captions: dict[str, str]) -> dict[s
     run = multimodal.run_retrieval_task if task == "retrieval" else multimodal.run_captioning_task
     block = run(
         out=exp.out, source=exp.source, pool=exp.pool,
-        regimes=tuple(_regimes(cfg.budgets, cfg.synthetic_only)), seeds=cfg.seeds,
+        regimes=regimes or tuple(_regimes(cfg.budgets, cfg.synthetic_only)), seeds=cfg.seeds,
         settings=settings, workers=cfg.workers, progress=cfg.progress,
     )  # fmt: skip
     block["caption_sources"] = captions
@@ -564,11 +608,20 @@ def _caption_sets(exp: _Experiment, grounded: Path, ungrounded: Path) -> dict[st
     from groundsynth.experiment.multimodal import ensure_captions, link_pool_captions
 
     seed = exp.cfg.seeds[0]
-    made = {"real": ensure_captions(exp.source, seed), "target": ensure_captions(exp.target, seed)}
-    link_pool_captions(exp.pool, "target", exp.target, exp.cfg.target_split)
+    made = _caption_real(exp)
     for name, dataset in (("grounded", grounded), ("ungrounded", ungrounded)):
         made[name] = ensure_captions(dataset, seed)
         link_pool_captions(exp.pool, name, dataset, _only_split(dataset).name)
+    return made
+
+
+def _caption_real(exp: _Experiment) -> dict[str, str]:
+    """Captions of the real sets (A; B, linked into the pool as ``target``)."""
+    from groundsynth.experiment.multimodal import ensure_captions, link_pool_captions
+
+    seed = exp.cfg.seeds[0]
+    made = {"real": ensure_captions(exp.source, seed), "target": ensure_captions(exp.target, seed)}
+    link_pool_captions(exp.pool, "target", exp.target, exp.cfg.target_split)
     return made
 
 
