@@ -7,7 +7,7 @@ training steps of the ``small`` preset's segmenter (batch 16 x 64 px) or its dif
 (batch 8 x 64 px), run
 
 - one after the other in this process with ``--threads`` torch threads (the baseline), and
-- at once, one per worker process of one thread (:class:`groundsynth.distributed.ProcessExecutor`;
+- at once, one per worker process of one thread (:class:`groundsynth.process_pool.ProcessExecutor`;
   the workers are started and warmed before the clock starts),
 
 and prints the median wall time of each over ``--repeats`` and their ratio, measured in the
@@ -75,7 +75,7 @@ def main() -> None:
 
     import torch
 
-    from groundsynth.distributed import ProcessExecutor
+    from groundsynth.process_pool import ProcessExecutor
 
     torch.set_num_threads(args.threads)
     jobs = [(args.model, args.steps, seed) for seed in (0, 1)]

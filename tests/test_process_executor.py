@@ -8,15 +8,9 @@ import os
 
 import pytest
 
-from groundsynth.distributed import (
-    ProcessExecutor,
-    TaskError,
-    check_executor_options,
-    make_executor,
-    sharing,
-    usable_cpus,
-)
+from groundsynth.distributed import TaskError, check_executor_options, make_executor
 from groundsynth.errors import InputError
+from groundsynth.process_pool import ProcessExecutor, sharing, usable_cpus
 
 
 def _square_where(x: int) -> tuple[int, int, int]:

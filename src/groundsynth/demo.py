@@ -55,7 +55,7 @@ class DemoConfig:
     progress: bool = True
 
     def resolved_executor(self) -> str:
-        from groundsynth.distributed import usable_cpus
+        from groundsynth.process_pool import usable_cpus
 
         if self.executor is not None:
             return self.executor

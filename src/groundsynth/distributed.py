@@ -9,14 +9,9 @@ started with one executor resumes with the other, and the outputs are byte-ident
 whichever ran the work.
 
 - :class:`LocalExecutor` (``--executor local``, the default) runs each task here, in order.
-- :class:`ProcessExecutor` (``executor="processes"``, the benchmarks and the experiment) runs
-  each task in a pool of worker processes on this machine, each held to ``num_cpus`` threads,
-  as many workers as the machine's CPUs allow. On a few cores two one-thread processes train
-  small models about 1.3x faster than one process with two threads (small tensors leave
-  threads idle); see ``benchmarks/bench_parallel_runs.py``. While
-  :func:`sharing` holds a pool open, every ``processes`` executor of the stages called inside
-  it borrows that pool, so the stages' tasks queue together instead of each stage starting
-  its own workers.
+- :class:`~groundsynth.process_pool.ProcessExecutor` (``executor="processes"``; the
+  benchmarks and the transfer experiment, not the per-image stages) runs each task in a pool
+  of worker processes on this machine (see :mod:`groundsynth.process_pool`).
 - :class:`RayExecutor` (``--executor ray``) runs each task as a Ray task, with ``num_cpus`` /
   ``num_gpus`` (fractions allowed: ``0.25`` puts four tasks on a GPU) per task, at most
   ``max_in_flight`` submitted at a time. ``address=None`` starts a local Ray cluster for
@@ -39,14 +34,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
-import multiprocessing
 import os
 import socket
-import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from concurrent import futures
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, Protocol, TypeVar
 
 from groundsynth._optional import lazy_import
@@ -56,13 +47,10 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "LocalExecutor",
-    "ProcessExecutor",
     "RayExecutor",
     "TaskError",
     "check_executor_options",
     "make_executor",
-    "sharing",
-    "usable_cpus",
     "worker_cached",
 ]
 
@@ -202,193 +190,6 @@ def check_executor_options(
             "the processes executor runs on this machine's CPUs; give GPUs to tasks with "
             "--executor ray --ray-gpus N"
         )
-
-
-# ----------------------------------------------------------------------------- processes
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the OS tells it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-#: Loggers whose level a worker process takes from this one (the CLI quiets Lightning's
-#: start-up chatter; a spawned worker would print it again).
-_MIRRORED_LOGGERS = (
-    "groundsynth",
-    "lightning.pytorch.utilities.rank_zero",
-    "lightning.fabric.utilities.rank_zero",
-)
-
-
-def _start_worker(threads: int, levels: dict[str, int], filters: list[Any]) -> None:
-    """Worker start-up: the parent's logger levels and warning filters, the math libraries
-    held to ``threads`` threads each."""
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    warnings.filters[:] = filters
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    try:
-        import torch
-    except ImportError:  # a stage without torch: the variables above are enough
-        return
-    torch.set_num_threads(threads)
-
-
-class ProcessExecutor:
-    """Runs tasks in a pool of worker processes on this machine (see the module docstring).
-
-    Workers are spawned (they inherit no state of this process), hold ``num_cpus`` threads
-    each (rounded up) and are kept between tasks, with what they cached
-    (:func:`worker_cached`).
-
-    Args:
-        num_cpus: threads per worker.
-        workers: worker processes (default: as many as this machine's CPUs hold at
-            ``num_cpus`` each, at least one).
-        max_in_flight: tasks submitted and not yet collected per :meth:`map_unordered`
-            call (default: twice the workers).
-    """
-
-    name = "processes"
-    in_process = False
-
-    def __init__(
-        self, num_cpus: float = 1.0, workers: int | None = None, max_in_flight: int | None = None
-    ) -> None:
-        check_executor_options("processes", None, num_cpus, 0.0, allowed=EXECUTORS)
-        if workers is not None and workers < 1:
-            raise InputError(f"workers must be >= 1, got {workers}")
-        if max_in_flight is not None and max_in_flight < 1:
-            raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        self.threads = max(1, math.ceil(num_cpus))
-        self.workers = workers or max(1, usable_cpus() // self.threads)
-        self.max_in_flight = max_in_flight or 2 * self.workers
-        self._pool: futures.ProcessPoolExecutor | None = None
-
-    def start(self) -> ProcessExecutor:
-        """Create the pool (idempotent; workers start with their first task)."""
-        if self._pool is None:
-            self._pool = futures.ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(
-                    self.threads,
-                    {n: logging.getLogger(n).getEffectiveLevel() for n in _MIRRORED_LOGGERS},
-                    list(warnings.filters),
-                ),
-            )
-            log.info("started %d worker process(es), %d thread(s) each", self.workers, self.threads)
-        return self
-
-    def close(self) -> None:
-        """Drop queued tasks, wait for the running ones, stop the workers."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def __enter__(self) -> ProcessExecutor:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "workers": self.workers, "task_cpus": self.threads}
-
-    def map_unordered(
-        self, fn: Callable[[T], R], tasks: Iterable[T], *, label: Callable[[T], str] = str
-    ) -> Iterator[tuple[T, R]]:
-        """Run ``fn(task)`` for each task in the workers; yield ``(task, result)`` as each
-        finishes. After a task fails no more are submitted; those in flight are collected
-        (and yielded when they succeed), then :class:`TaskError` names the first failure
-        with ``label(task)``. Safe to call from several threads at once: their tasks share
-        the workers."""
-        pool = self.start()._pool
-        assert pool is not None
-        pending: dict[futures.Future[R], T] = {}
-        todo = iter(tasks)
-        failure: TaskError | None = None
-        try:
-            while True:
-                while failure is None and len(pending) < self.max_in_flight:
-                    task = next(todo, _END)
-                    if task is _END:
-                        break
-                    pending[pool.submit(fn, task)] = task  # type: ignore[arg-type]
-                if not pending:
-                    break
-                done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
-                for future in done:
-                    task = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except futures.process.BrokenProcessPool as exc:
-                        failure = failure or TaskError(
-                            f"{label(task)}: a worker process died ({exc}); a crash or the "
-                            "system running out of memory"
-                        )
-                        continue
-                    except Exception as exc:
-                        if failure is None:
-                            failure = TaskError(
-                                f"{label(task)} failed in a worker process: "
-                                f"{type(exc).__name__}: {exc}"
-                            )
-                            failure.__cause__ = exc
-                        continue
-                    yield task, result
-        finally:
-            for future in pending:  # left early (an error here, or the caller stopped)
-                future.cancel()
-        if failure is not None:
-            raise failure
-
-
-class _Borrowed:
-    """A shared :class:`ProcessExecutor` seen by one stage: closing it leaves the pool open."""
-
-    in_process = False
-
-    def __init__(self, pool: ProcessExecutor) -> None:
-        self._shared = pool
-        self.name = pool.name
-
-    def map_unordered(
-        self, fn: Callable[[T], R], tasks: Iterable[T], *, label: Callable[[T], str] = str
-    ) -> Iterator[tuple[T, R]]:
-        return self._shared.map_unordered(fn, tasks, label=label)
-
-    def describe(self) -> dict[str, Any]:
-        return {**self._shared.describe(), "shared": True}
-
-    def close(self) -> None:
-        """The pool belongs to whoever opened :func:`sharing`."""
-
-    def __enter__(self) -> _Borrowed:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-_SHARED: list[ProcessExecutor] = []
-
-
-@contextmanager
-def sharing(pool: ProcessExecutor) -> Iterator[ProcessExecutor]:
-    """Within the block, ``make_executor("processes", ...)`` hands out ``pool`` (started,
-    and closed when the block ends) instead of a new pool, so that stages run one after
-    the other -- or at once from several threads -- share its workers."""
-    _SHARED.append(pool.start())
-    try:
-        yield pool
-    finally:
-        _SHARED.remove(pool)
-        pool.close()
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -605,7 +406,8 @@ def make_executor(
     max_in_flight: int | None = None,
 ) -> Executor:
     """The executor called ``name`` (``local``, ``processes`` or ``ray``; see the module
-    docstring); ``processes`` inside :func:`sharing` is the shared pool.
+    docstring); ``processes`` inside :func:`groundsynth.process_pool.sharing` is the
+    shared pool.
 
     Nothing starts until it is entered (``with make_executor(...) as ex``). Raises
     :class:`InputError` for an unknown name, a malformed address or bad resources; joining a
@@ -615,9 +417,9 @@ def make_executor(
     if name == "local":
         return LocalExecutor()
     if name == "processes":
-        if _SHARED:
-            return _Borrowed(_SHARED[-1])
-        return ProcessExecutor(num_cpus, max_in_flight=max_in_flight)
+        from groundsynth.process_pool import shared_or_new
+
+        return shared_or_new(num_cpus, max_in_flight)
     return RayExecutor(address, num_cpus, num_gpus, max_in_flight)
 
 

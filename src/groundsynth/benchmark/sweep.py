@@ -16,7 +16,7 @@ is written, then hands its plan to :func:`run_sweep`:
 - ``executor="processes"`` does the same in a pool of worker processes on this machine,
   ``ray_cpus`` threads each, as many at once as the CPUs hold (two one-thread runs on two
   cores finish sooner than two two-thread runs one after the other); inside
-  :func:`groundsynth.distributed.sharing` the runs join the shared pool.
+  :func:`groundsynth.process_pool.sharing` the runs join the shared pool.
 
 The executor options are not part of a run's identity (they are in every benchmark's
 ``NOT_IDENTITY``): a sweep begun on one executor resumes on the other. On Ray each run trains

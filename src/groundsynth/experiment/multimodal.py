@@ -34,10 +34,13 @@ from groundsynth.experiment.tables import results_tables
 __all__ = [
     "CAPTIONING_METRICS",
     "RETRIEVAL_METRICS",
+    "caption_real",
+    "caption_sets",
     "ensure_captions",
     "link_pool_captions",
     "run_captioning_task",
     "run_retrieval_task",
+    "run_task",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,43 @@ def run_captioning_task(
         for r in bench.rows
     }  # fmt: skip
     return {**_task_tables(out, "captioning", bench.rows, CAPTIONING_METRICS), "floors": floors}
+
+
+def run_task(
+    exp: Any, task: str, captions: dict[str, str], regimes: tuple[str, ...]
+) -> dict[str, Any]:
+    """Run (or resume) the retrieval or captioning task of the transfer experiment ``exp``
+    (its ``_Experiment``) on ``regimes``: the preset's settings with the experiment's executor
+    options; the task's block of ``experiment.json``, with where its captions came from."""
+    cfg = exp.cfg
+    settings = {**exp.preset[task], **cfg.execution()}
+    if task == "retrieval" and cfg.retrieval_pretrained:
+        settings["pretrained"] = cfg.retrieval_pretrained
+    run = run_retrieval_task if task == "retrieval" else run_captioning_task
+    block = run(
+        out=exp.out, source=exp.source, pool=exp.pool, regimes=regimes, seeds=cfg.seeds,
+        settings=settings, workers=cfg.workers, progress=cfg.progress,
+    )  # fmt: skip
+    block["caption_sources"] = captions
+    return block
+
+
+def caption_real(exp: Any) -> dict[str, str]:
+    """Captions of the experiment's real sets (A; B, linked into the pool as ``target``)."""
+    seed = exp.cfg.seeds[0]
+    made = {"real": ensure_captions(exp.source, seed), "target": ensure_captions(exp.target, seed)}
+    link_pool_captions(exp.pool, "target", exp.target, exp.cfg.target_split)
+    return made
+
+
+def caption_sets(exp: Any, sets: dict[str, tuple[Path, str]]) -> dict[str, str]:
+    """Captions for every set of the multimodal tasks -- the real ones and ``sets``
+    (``{name: (dataset, split)}``) -- linked into the pool; what each set's captions are."""
+    made = caption_real(exp)
+    for name, (dataset, split) in sets.items():
+        made[name] = ensure_captions(dataset, exp.cfg.seeds[0])
+        link_pool_captions(exp.pool, name, dataset, split)
+    return made
 
 
 def _task_tables(

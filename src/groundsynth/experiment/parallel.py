@@ -3,8 +3,8 @@
 With ``executor="local"`` the experiment trains one model after the other in this process,
 with every thread torch has. With ``executor="processes"`` (what ``groundsynth demo`` uses on
 two or more cores) it opens one pool of worker processes, ``ray_cpus`` threads each
-(:class:`~groundsynth.distributed.ProcessExecutor`), and lets its stages share it
-(:func:`~groundsynth.distributed.sharing`):
+(:class:`~groundsynth.process_pool.ProcessExecutor`), and lets its stages share it
+(:func:`~groundsynth.process_pool.sharing`):
 
 - the two generators train as tasks of the pool while the benchmark trains every seed's
   real-only segmenter in it (:func:`in_background` runs the generators' task list from a
@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, TypeVar
 
-from groundsynth.distributed import ProcessExecutor, make_executor, sharing
+from groundsynth.distributed import make_executor
+from groundsynth.process_pool import ProcessExecutor, sharing
 
 __all__ = ["at_once", "in_background", "train_generator_task", "workers"]
 
