@@ -141,6 +141,9 @@ def test_an_interrupted_run_resumes_on_the_other_executor(
         with pytest.raises(KeyboardInterrupt):
             pseudo_label(_pl_config(tiny_dataset, tiny_checkpoint, out, executor=first))
     assert len(list((out / ".pseudo-label").rglob("*.json"))) == 2
+    # what a task cancelled mid-write may leave; the resumed run removes it
+    for kind in ("images", "masks"):
+        (out / "test" / kind / ".s2_000_002.png.0123abcd.tmp").write_bytes(b"half")
     result = pseudo_label(_pl_config(tiny_dataset, tiny_checkpoint, out, executor=then))
     assert (result.chunks_resumed, result.chunks_total) == (2, 4)
     _assert_same_tree(local_labels, out)

@@ -360,3 +360,54 @@ def test_folder_removed_before_the_link_is_raised(tmp_path, monkeypatch, fresh_p
     with pytest.raises(FileNotFoundError):
         io.write_bytes(folder / "x.bin", b"data")
     assert not folder.exists() and type(io._PROC) is int
+
+
+def test_a_link_renamed_onto_a_link_of_the_same_file_leaves_no_temporary(tmp_path):
+    # rename(2) does nothing when both names are links of one file: the temporary must go
+    src = tmp_path / "src.png"
+    src.write_bytes(b"image")
+    dest = tmp_path / "out" / "a.png"
+    dest.parent.mkdir()
+    os.link(src, dest)
+    with io.atomic_path(dest) as tmp:
+        tmp.unlink()
+        os.link(src, tmp)
+    assert _listing(dest.parent) == ["a.png"] and os.path.samefile(src, dest)
+
+
+def test_an_interrupt_right_after_the_temporary_is_made_removes_it(tmp_path, monkeypatch):
+    made, close, create = [], os.close, io._create_temp
+
+    def remember(path, suffix):
+        fd, tmp = create(path, suffix)
+        made.append(fd)
+        return fd, tmp
+
+    def interrupted_close(fd):
+        close(fd)
+        if fd in made:  # as a cancelled Ray task gets it, before the writer had the path
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "_create_temp", remember)
+    monkeypatch.setattr(io.os, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt), io.atomic_path(tmp_path / "a.png"):
+        pass
+    monkeypatch.undo()
+    assert len(made) == 1 and _listing(tmp_path) == []
+
+
+def test_remove_temporaries_takes_only_what_writers_leave(tmp_path):
+    kept = ["a.png", ".hidden", ".a.png.tmp", "a.png.0123abcd.tmp", ".a.png.0123ABCD.tmp"]
+    stale = [".a.png.0123abcd.tmp", ".t.parquet.deadbeef.parquet"]
+    for name in kept + stale:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / ".sub.png.00000000.tmp").mkdir()  # a folder is never a writer's temporary
+    nested = tmp_path / "sub"
+    nested.mkdir()
+    (nested / ".b.png.0123abcd.tmp").write_bytes(b"")
+    assert io.remove_temporaries(tmp_path, tmp_path / "missing") == 2
+    assert _listing(tmp_path) == sorted([*kept, ".sub.png.00000000.tmp", "sub"])
+    assert _listing(nested) == [".b.png.0123abcd.tmp"]
+    # what the writers of this module name their temporaries is what it removes
+    with io.atomic_path(tmp_path / "c.png") as tmp:
+        assert io._TEMPORARY.fullmatch(tmp.name)

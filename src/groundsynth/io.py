@@ -21,13 +21,21 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "write_bytes", "write_text", "write_json"]
+__all__ = [
+    "atomic_path",
+    "atomic_open",
+    "write_bytes",
+    "write_text",
+    "write_json",
+    "remove_temporaries",
+]
 
 _FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -62,14 +70,19 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     On error the temporary file is removed and ``path`` is left untouched.
     ``suffix`` keeps a file extension for writers that infer the format from it.
     """
-    fd, tmp = _create_temp(os.fspath(path), suffix if suffix is not None else ".tmp")
-    os.close(fd)
-    try:
+    tmp = ""
+    try:  # the temporary is made inside: an interrupt right after its creation removes it
+        fd, tmp = _create_temp(os.fspath(path), suffix if suffix is not None else ".tmp")
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        _discard(tmp)
+        if tmp:
+            _discard(tmp)
         raise
+    # renaming a hard link onto another link of the same file does nothing (POSIX): the
+    # temporary is still there then, and is the file ``path`` already holds
+    _discard(tmp)
 
 
 @contextlib.contextmanager
@@ -183,15 +196,17 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = os.fspath(path)
     if _write_linked(path, data):
         return
-    fd, tmp = _create_temp(path, ".tmp")
+    tmp = ""
     try:
+        fd, tmp = _create_temp(path, ".tmp")
         try:
             _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        _discard(tmp)
+        if tmp:
+            _discard(tmp)
         raise
 
 
@@ -203,3 +218,28 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+#: The names of this module's temporaries: ``.<name>.<8 hex digits><suffix>``.
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.[A-Za-z0-9]+")
+
+
+def remove_temporaries(*folders: str | os.PathLike[str]) -> int:
+    """Remove the hidden temporaries a killed writer left in ``folders`` (not below them).
+
+    A process stopped between creating its temporary and renaming it (``kill -9``, a Ray task
+    cancelled mid-write) leaves ``.<name>.<random>.tmp`` behind. A stage resuming into its own
+    output folders calls this first; no other writer may be writing there then. Missing
+    folders are skipped. Returns how many files were removed.
+    """
+    removed = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                _discard(entry.path)
+                removed += 1
+    return removed

@@ -91,8 +91,13 @@ def test_resume_rewrites_nothing_and_batch_size_changes_nothing(conditional_run,
     # interrupt: lose the second chunk's record and one of its images, then resume
     (a / ".chunks" / "chunk_000001.json").unlink()
     (a / "synth" / "images" / "0000004.png").unlink()
+    # and what a writer killed mid-file leaves (a cancelled Ray task, kill -9)
+    for kind in ("images", "masks"):
+        (a / "synth" / kind / ".0000005.png.0123abcd.tmp").write_bytes(b"half")
     res = generate_dataset(config(a))
     assert (res.resumed, res.written) == (4, 3)
+    for kind in ("images", "masks"):
+        assert not [p.name for p in (a / "synth" / kind).iterdir() if p.name.startswith(".")]
     assert _digests(a / "synth" / "images") == images
     assert (a / "metadata.parquet").read_bytes() == meta
     # another batch size: the same samples, up to float rounding (at most one grey level)

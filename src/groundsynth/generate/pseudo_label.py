@@ -70,7 +70,7 @@ from groundsynth.generate.pseudo_label_chunks import (
     record_path,
     write_record,
 )
-from groundsynth.io import write_bytes
+from groundsynth.io import remove_temporaries, write_bytes
 from groundsynth.runs import check_run_dir, file_digest, start_run, to_plain
 
 if TYPE_CHECKING:
@@ -381,6 +381,12 @@ def pseudo_label(
         n_resumed = sum(len(cs) for cs in chunks.values()) - len(todo)
         if resuming:
             log.info("resuming: %d chunk(s) already done", n_resumed)
+            # what a stopped run's writers left half-made (a cancelled Ray task, kill -9)
+            stale = remove_temporaries(
+                *(out / s / kind for s in items for kind in ("images", "masks"))
+            )
+            if stale:
+                log.info("removed %d temporary file(s) a stopped run left", stale)
         done = n_total - sum(len(c) for _, _, c in todo)
         if progress is not None:
             progress(done, n_total)

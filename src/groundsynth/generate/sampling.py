@@ -41,6 +41,7 @@ from groundsynth.generate.layouts import LayoutConfig, make_layouts
 from groundsynth.generate.loading import LoadedGenerator, load_generator, resolve_device
 from groundsynth.generate.sample_chunks import AUTOCAST, generate_here, generate_on_ray
 from groundsynth.generate.writer import read_record, record_path, write_tables
+from groundsynth.io import remove_temporaries
 from groundsynth.runs import check_run_dir, file_digest, start_run, to_plain
 
 __all__ = [
@@ -282,6 +283,10 @@ def generate_dataset(config: GenerateConfig, *, progress: Progress | None = None
             progress(done, n)
         if done:
             log.info("resuming: %d of %d samples already written", done, n)
+        # what a stopped run's writers left half-made (a cancelled Ray task, kill -9)
+        stale = remove_temporaries(out / config.split / "images", out / config.split / "masks")
+        if stale:
+            log.info("removed %d temporary file(s) a stopped run left", stale)
         layouts = None
         if gen.kind in MAP_KINDS:
             layouts = make_layouts(config.layouts, config.masks, size, config.seed)  # type: ignore[arg-type]
