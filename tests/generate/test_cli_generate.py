@@ -80,6 +80,9 @@ def test_conditional_diffusion_train_generate_validate(tiny_dataset, tmp_path):
     res = runner.invoke(app, [*train, "--map-dropout", "0.2", "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "map_dropout: 0.2" in res.output and "guidance: 1.0" in res.output
+    assert "standardise: false" in res.output
+    res = runner.invoke(app, [*train, "--standardise", "--dry-run"])
+    assert res.exit_code == 0 and "standardise: true" in res.output, res.output
     res = runner.invoke(app, [*train, "--map-dropout", "1.5"])
     assert res.exit_code != 0 and "map_dropout" in res.output
     res = runner.invoke(app, [*train, "--map-dropout", "0.2", "--ema-decay", "0.9"])

@@ -108,6 +108,13 @@ def train_generator_cmd(
         help="conditional-diffusion: diffuse the residual from the map's class-mean colours "
         "(measured on the training images), so colours are right from the first step.",
     ),
+    standardise: bool = typer.Option(
+        False,
+        "--standardise/--no-standardise",
+        help="diffusion kinds: diffuse images standardised per channel (mean and std measured "
+        "on the training images; with --mean-prior, of the residual), mapped back when "
+        "sampling. The noise schedule assumes unit-scale data; image patches are near 0.33.",
+    ),
     ema_decay: float | None = typer.Option(
         None,
         help="EMA decay of the sampling weights (default 0.999 conditional, 0.9999 diffusion).",
@@ -179,6 +186,7 @@ def train_generator_cmd(
         from groundsynth.generate.diffusion import DiffusionConfig
 
         extra: dict[str, Any] = {} if ema_decay is None else {"ema_decay": ema_decay}
+        extra["standardise"] = standardise
         cls: Any = DiffusionConfig
         if kind == "conditional-diffusion":
             cls = ConditionalDiffusionConfig

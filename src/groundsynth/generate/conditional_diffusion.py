@@ -196,13 +196,14 @@ class ConditionalDiffusionModule(DiffusionModule):
 
     def prepare(self, items: Any) -> None:
         """With ``mean_prior``: measure the class colours on the training items (centred,
-        not augmented) into the U-Net's buffer (and its EMA's)."""
-        if not self.model_cfg.mean_prior:
-            return
-        colours = mean_colours(items.arrays(i, None) for i in range(len(items)))
-        for net in (self.unet, self.unet_ema):
-            if net is not None:
-                getattr(net, COLOURS).copy_(colours)
+        not augmented) into the U-Net's buffer (and its EMA's); then the standardisation of
+        what is diffused (see :meth:`DiffusionModule.prepare`)."""
+        if self.model_cfg.mean_prior:
+            colours = mean_colours(items.arrays(i, None) for i in range(len(items)))
+            for net in (self.unet, self.unet_ema):
+                if net is not None:
+                    getattr(net, COLOURS).copy_(colours)
+        super().prepare(items)  # standardisation, of the residual when there is a prior
 
     def target_image(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The image the model diffuses: the residual from the map's class colours with
