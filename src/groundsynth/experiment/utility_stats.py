@@ -17,6 +17,10 @@ by a metric orders them by utility, so everything here is a rank statistic:
 - :func:`combination_scores` and :func:`best_predictors`: the best single metric and the
   best pair of metrics (mean of their oriented ranks).
 
+The row-wise rank correlations and the bootstrap live in :mod:`.utility_ranks`, the
+checks across generators in :mod:`.utility_generators`; their public names are importable
+from here too.
+
 **Bootstrap over sets and seeds.** A replicate draws the sets with replacement (which sets
 happened to be in the family) and the seeds with replacement (which seeds happened to be
 run), recomputes each drawn set's mean gain over the drawn seeds and then the correlation;
@@ -49,11 +53,24 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from groundsynth.experiment.utility_generators import (
+    _reselected_logo,
+    logo_concordance,
+    within_generator_spearman,
+)
+from groundsynth.experiment.utility_ranks import (
+    _bootstrap,
+    _row_means,
+    _scipy_point,
+    _spearman,
+    kendall_tau_b_rows,
+    spearman_rows,
+)
 
 __all__ = [
     "best_predictors",
@@ -87,8 +104,6 @@ _CORRELATION_COLUMNS = [
     "constant",
     "within_generator",
 ]
-#: Kendall's sign matrices are built this many elements at a time (bounds memory at ~100 sets).
-_CHUNK_ELEMENTS = 2_000_000
 
 
 # --------------------------------------------------------------------------- validation
@@ -117,72 +132,6 @@ def _check_metrics(metrics: pd.DataFrame, directions: Mapping[str, int]) -> None
     bad = {m: d for m, d in directions.items() if d not in (1, -1)}
     if bad:
         raise ValueError(f"directions must be +1 (higher is better) or -1 (lower is better): {bad}")
-
-
-# --------------------------------------------------------------------------- rank statistics
-
-
-def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row of ``x`` with the same row of ``y`` (2-D, same shape):
-    Pearson's correlation of average ranks, nan where a row is constant."""
-    from scipy.stats import rankdata
-
-    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
-    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
-    rx -= rx.mean(axis=1, keepdims=True)
-    ry -= ry.mean(axis=1, keepdims=True)
-    num = (rx * ry).sum(axis=1)
-    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
-    ok = (np.ptp(x, axis=1) > 0) & (np.ptp(y, axis=1) > 0)
-    out = np.full(len(x), math.nan)
-    out[ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
-    return out
-
-
-def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b of each row of ``x`` with the same row of ``y`` (2-D, same shape).
-
-    With pairwise signs ``sx[i, j] = sign(x_i - x_j)`` (likewise ``sy``), tau-b is
-    ``sum(sx * sy) / sqrt(#(sx != 0) * #(sy != 0))``: concordant minus discordant pairs
-    over the geometric mean of the pairs untied in x and untied in y (both sums run over
-    the full matrix, which counts every pair twice on top and bottom alike). nan where a
-    row is constant, as scipy's ``kendalltau``.
-    """
-    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
-    rows, n = x.shape
-    out = np.full(rows, math.nan)
-    step = max(1, _CHUNK_ELEMENTS // max(n * n, 1))
-    for start in range(0, rows, step):
-        xs, ys = x[start : start + step], y[start : start + step]
-        sx = np.sign(xs[:, :, None] - xs[:, None, :])
-        sy = np.sign(ys[:, :, None] - ys[:, None, :])
-        num = (sx * sy).sum(axis=(1, 2))
-        den = np.sqrt(
-            np.count_nonzero(sx, axis=(1, 2)).astype(float) * np.count_nonzero(sy, axis=(1, 2))
-        )
-        chunk = out[start : start + step]
-        ok = den > 0
-        chunk[ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
-    return out
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho over the entries where both are finite; nan below 3 or if constant."""
-    keep = ~np.isnan(x) & ~np.isnan(y)
-    if keep.sum() < 3:
-        return math.nan
-    return float(spearman_rows(x[keep][None], y[keep][None])[0])
-
-
-def _scipy_point(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    """Spearman's rho, its p, Kendall's tau-b, its p: scipy's values."""
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        rho = stats.spearmanr(x, y)
-        tau = stats.kendalltau(x, y)
-    return float(rho.statistic), float(rho.pvalue), float(tau.statistic), float(tau.pvalue)
 
 
 # --------------------------------------------------------------------------- gains
@@ -230,123 +179,7 @@ def _gain_matrix(gains: pd.DataFrame, domain: str, sets: Sequence[str]) -> np.nd
     )
 
 
-def _row_means(matrix: np.ndarray) -> np.ndarray:
-    """Mean over the last axis ignoring nan; nan where nothing is left (and no warning)."""
-    present = ~np.isnan(matrix)
-    counts = present.sum(axis=-1)
-    sums = np.where(present, matrix, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts
-
-
-def _bootstrap(
-    x: np.ndarray, g: np.ndarray, *, resamples: int, confidence: float, seed: int
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Percentile intervals of Spearman and Kendall between ``x`` (n sets) and the mean over
-    seeds of ``g`` (n sets x s seeds), drawing sets and (jointly for all sets) seeds."""
-    rng = np.random.default_rng(seed)
-    n, s = g.shape
-    seed_draw = rng.integers(0, s, size=(resamples, s))
-    set_draw = rng.integers(0, n, size=(resamples, n))
-    means = _row_means(g[:, seed_draw]).T  # (resamples, n): every set's mean over the drawn seeds
-    yb = np.take_along_axis(means, set_draw, axis=1)
-    xb = x[set_draw]
-    keep = ~np.isnan(yb).any(axis=1)  # a drawn set with none of the drawn seeds
-    xb, yb = xb[keep], yb[keep]
-    alpha = (1 - confidence) / 2
-    intervals = []
-    for stat in (spearman_rows(xb, yb), kendall_tau_b_rows(xb, yb)):
-        stat = stat[~np.isnan(stat)]
-        if len(stat) == 0:
-            intervals.append((math.nan, math.nan))
-        else:
-            lo, hi = np.quantile(stat, [alpha, 1 - alpha])
-            intervals.append((float(lo), float(hi)))
-    return intervals[0], intervals[1]
-
-
-# --------------------------------------------------------------------------- held-out generators
-
-
-def _held_out_pairs(values: np.ndarray, gain: np.ndarray, member: np.ndarray) -> tuple[float, int]:
-    """Sum of pair scores (1 agree, 0 disagree, 0.5 tie) and number of pairs, over the pairs
-    with at least one set in ``member``, among the sets where both arrays are finite."""
-    keep = ~np.isnan(values) & ~np.isnan(gain)
-    v, y, m = values[keep], gain[keep], member[keep]
-    sv = np.sign(v[:, None] - v[None, :])
-    sy = np.sign(y[:, None] - y[None, :])
-    score = np.where((sv == 0) | (sy == 0), 0.5, (sv == sy).astype(float))
-    pairs = np.triu(m[:, None] | m[None, :], k=1)
-    return float(score[pairs].sum()), int(pairs.sum())
-
-
-def logo_concordance(
-    values: np.ndarray, gain: np.ndarray, generators: np.ndarray
-) -> tuple[float, int]:
-    """Leave-one-generator-out concordance of oriented ``values`` with ``gain`` (one entry per
-    set; nan entries are left out), and the number of generators held out in turn (0 when
-    fewer than 2 generators are left: then the concordance is nan). See the module docstring."""
-    values, gain = np.asarray(values, float), np.asarray(gain, float)
-    generators = np.asarray(generators)
-    labels = pd.unique(generators[~np.isnan(values) & ~np.isnan(gain)])
-    if len(labels) < 2:
-        return math.nan, 0
-    total, pairs = 0.0, 0
-    for label in labels:
-        t, p = _held_out_pairs(values, gain, generators == label)
-        total, pairs = total + t, pairs + p
-    return total / pairs, len(labels)
-
-
-def _reselected_logo(
-    candidates: Mapping[object, np.ndarray], gain: np.ndarray, generators: np.ndarray
-) -> float:
-    """:func:`logo_concordance` of a choice made from the data: for each held-out generator,
-    the candidate (oriented values per set) with the highest Spearman on the other
-    generators' sets is chosen, then scored on the held-out generator's pairs."""
-    usable = ~np.isnan(gain)
-    labels = pd.unique(generators[usable])
-    if len(labels) < 2 or not candidates:
-        return math.nan
-    total, pairs = 0.0, 0
-    for label in labels:
-        member = generators == label
-        train = np.where(member, math.nan, gain)
-        fits = {k: _spearman(v, train) for k, v in candidates.items()}
-        fits = {k: r for k, r in fits.items() if not math.isnan(r)}
-        if not fits:
-            continue  # too few sets outside this generator to choose: it is not scored
-        chosen = max(fits, key=fits.__getitem__)
-        t, p = _held_out_pairs(candidates[chosen], gain, member)
-        total, pairs = total + t, pairs + p
-    return total / pairs if pairs else math.nan
-
-
 # --------------------------------------------------------------------------- public analysis
-
-
-def within_generator_spearman(
-    values: np.ndarray, gain: np.ndarray, generators: np.ndarray
-) -> float:
-    """Mean over generators of the Spearman correlation between ``values`` and ``gain`` among
-    that generator's own sets (its checkpoints, filtered and targeted variants), over the
-    generators with at least 3 usable sets and a defined correlation; nan when none has.
-
-    Between-generator differences (grounded vs pseudo-labelled, one family vs another) can
-    carry a correlation over all sets on their own; this figure asks the question inside each
-    generator, where only the variants differ."""
-    from scipy import stats
-
-    values, gain = np.asarray(values, float), np.asarray(gain, float)
-    use = ~np.isnan(values) & ~np.isnan(gain)
-    found = []
-    for g in pd.unique(generators[use]):
-        k = use & (generators == g)
-        x, y = values[k], gain[k]
-        if k.sum() < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-            continue
-        found.append(float(stats.spearmanr(x, y).statistic))
-    return float(np.mean(found)) if found else math.nan
 
 
 def rank_correlations(
