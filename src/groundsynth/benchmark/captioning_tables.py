@@ -12,9 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from groundsynth.benchmark.results import json_safe, mean_std_ci
+from groundsynth.benchmark.results import mean_std_ci, write_table_files
 from groundsynth.evaluate.captioning import SCORE_KEYS
-from groundsynth.io import atomic_open, write_json, write_text
 
 __all__ = ["CONSISTENCY", "score_keys", "summarise", "write_tables"]
 
@@ -107,15 +106,4 @@ def write_tables(
     """Write ``results.csv``, ``summary.csv``, ``results.md``, ``results.json`` atomically."""
     keys = score_keys(metrics)
     summary = summarise(rows, keys)
-    files = {}
-    for name, frame in (
-        ("results.csv", pd.DataFrame(rows)),
-        ("summary.csv", pd.DataFrame(summary)),
-    ):
-        with atomic_open(out / name, "w", newline="") as fh:
-            frame.to_csv(fh, index=False)
-        files[name] = str(out / name)
-    write_text(out / "results.md", _markdown(summary, keys))
-    write_json(out / "results.json", json_safe({"runs": rows, "summary": summary}))
-    files.update({"results.md": str(out / "results.md"), "results.json": str(out / "results.json")})
-    return summary, files
+    return summary, write_table_files(out, rows, summary, _markdown(summary, keys))

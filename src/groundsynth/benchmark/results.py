@@ -40,6 +40,7 @@ __all__ = [
     "summarise",
     "to_markdown",
     "write_results",
+    "write_table_files",
 ]
 
 #: Columns identifying a run row.
@@ -226,3 +227,25 @@ def write_results(
     write_text(files["markdown"], to_markdown(rows, summary, notes))
     write_json(files["json"], json_safe({"runs": list(rows), "summary": summary, "notes": notes}))
     return {"summary": summary, "files": {k: str(v) for k, v in files.items()}, "notes": notes}
+
+
+def write_table_files(
+    directory: Path,
+    rows: Sequence[dict[str, Any]],
+    summary: Sequence[dict[str, Any]],
+    markdown: str,
+) -> dict[str, str]:
+    """Write ``results.csv`` (``rows``), ``summary.csv``, ``results.md`` (``markdown``) and
+    ``results.json`` atomically, as the retrieval and captioning benchmarks lay them out;
+    return their paths by file name."""
+    files = {}
+    for name, table in (("results.csv", rows), ("summary.csv", summary)):
+        with atomic_open(directory / name, "w", newline="") as fh:
+            pd.DataFrame(list(table)).to_csv(fh, index=False)
+        files[name] = str(directory / name)
+    write_text(directory / "results.md", markdown)
+    write_json(
+        directory / "results.json", json_safe({"runs": list(rows), "summary": list(summary)})
+    )
+    files.update({n: str(directory / n) for n in ("results.md", "results.json")})
+    return files

@@ -46,7 +46,7 @@ from groundsynth.benchmark.data import DataPart, Regime, resolve_part
 from groundsynth.benchmark.dual_encoder import build_dual_encoder, save_dual_encoder
 from groundsynth.benchmark.interrupt import reraise_interrupt
 from groundsynth.benchmark.pairs import PairSet, PairSource, open_sources, regime_pairs
-from groundsynth.benchmark.results import json_safe, mean_std_ci
+from groundsynth.benchmark.results import json_safe, mean_std_ci, write_table_files
 from groundsynth.benchmark.retrieval_config import (
     NOT_IDENTITY,
     RETRIEVAL_KEYS,
@@ -64,7 +64,7 @@ from groundsynth.benchmark.retrieval_module import (
 from groundsynth.benchmark.segmentation import _finished, _global_rank
 from groundsynth.benchmark.sweep import RunTask, run_sweep, trainer_hardware
 from groundsynth.errors import InputError
-from groundsynth.io import atomic_open, write_json, write_text
+from groundsynth.io import write_json
 from groundsynth.runs import check_run_dir, start_run, to_plain
 
 __all__ = ["RetrievalBenchConfig", "chance_scores", "learning_check", "run_retrieval_benchmark"]
@@ -282,17 +282,7 @@ def write_tables(
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Write ``results.csv``, ``summary.csv``, ``results.md``, ``results.json`` atomically."""
     summary = summarise(rows)
-    files = {}
-    for name, frame in (
-        ("results.csv", pd.DataFrame(rows)),
-        ("summary.csv", pd.DataFrame(summary)),
-    ):
-        with atomic_open(out / name, "w", newline="") as fh:
-            frame.to_csv(fh, index=False)
-        files[name] = str(out / name)
-    write_text(out / "results.md", _markdown(summary))
-    write_json(out / "results.json", json_safe({"runs": rows, "summary": summary}))
-    files.update({"results.md": str(out / "results.md"), "results.json": str(out / "results.json")})
+    files = write_table_files(out, rows, summary, _markdown(summary))
     return summary, files
 
 
