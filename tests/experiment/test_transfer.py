@@ -205,6 +205,8 @@ def test_report_of_the_experiment_is_self_contained(experiment, tmp_path):
     ):
         assert heading in page
     assert "cross-region (B)" in page and "sign-flip p" in page and "WorldCover" in page
+    assert "the detail stage of a cascade: it diffuses the residual from a 16 px base" in page
+    assert "Both are the same diffusion U-Net" not in page
     assert not re.search(r'(src|href)="(?!data:|#)', page)
     assert "<script" not in page.lower()
 
@@ -221,6 +223,14 @@ def test_learning_checks_measure_every_model_against_its_floor(experiment):
     assert doc["family"] == "diffusion"
     assert doc["generators"] == {"grounded": "conditional-diffusion", "ungrounded": "diffusion"}
     assert (out / "generators" / "conditional-diffusion" / "config.yaml").is_file()
+    # the tiny preset's ungrounded model is a cascade whose 64 px U-Net gets the grounded
+    # U-Net's 20 steps: 40 in all, the detail on every 2nd
+    models = doc["generator_models"]
+    assert models["ungrounded"]["cascade_size"] == 16 and models["grounded"]["mean_prior"]
+    assert models["grounded"].get("cascade_size") is None
+    losses = pd.read_csv(out / "generators" / "diffusion" / "losses.csv")
+    assert list(losses.step) == list(range(1, 41))
+    assert losses.detail_loss.notna().sum() == 20 and losses.loss.notna().all()
     learning = doc["learning"]
     segs = [c for c in learning["checks"] if c["kind"] == "segmenter"]
     # seeds 0, 1 x regimes with real data: real, real+ungrounded, real+grounded

@@ -73,6 +73,29 @@ def test_diffusion_train_generate(tiny_dataset, tmp_path):
     assert len(list((out / "synth" / "images").glob("*.png"))) == 2
 
 
+def test_cascade_train_generate(tiny_dataset, tmp_path):
+    run = tmp_path / "cascade"
+    train = ["train-generator", str(tiny_dataset), "--out", str(run), "--kind", "diffusion"]
+    train += [*COMMON, "--channels", "4,8", "--inference-steps", "2", "--standardise"]
+    res = runner.invoke(app, [*train, "--cascade-size", "8", "--cascade-every", "3", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "cascade_size: 8" in res.output and "cascade_every: 3" in res.output
+    res = runner.invoke(app, [*train, "--cascade-size", "12"])
+    assert res.exit_code != 0 and "cascade_size 12 must divide the image size 32" in res.output
+    cdiff = [*train[:5], "conditional-diffusion", *train[6:], "--cascade-size", "8"]
+    res = runner.invoke(app, cdiff)
+    assert res.exit_code != 0 and "for --kind diffusion only" in res.output
+    res = runner.invoke(app, [*train, "--cascade-size", "8", "--cascade-lr", "0.01"])
+    assert res.exit_code == 0, res.output
+    assert "cascade_lr: 0.01" in (run / "config.yaml").read_text()
+    out = tmp_path / "synth"
+    args = ["generate", "--model", str(run), "--n", "2", "--out", str(out), "--no-progress"]
+    res = runner.invoke(app, [*args, "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    images = sorted((out / "synth" / "images").glob("*.png"))
+    assert len(images) == 2 and np.asarray(Image.open(images[0])).shape == (32, 32, 3)
+
+
 def test_conditional_diffusion_train_generate_validate(tiny_dataset, tmp_path):
     run = tmp_path / "cdiff"
     train = ["train-generator", str(tiny_dataset), "--out", str(run), *COMMON]

@@ -162,3 +162,16 @@ def test_retrieval_answers_checks_and_section(tmp_path):
         assert "Image–text retrieval (CLIP-style dual encoder)" in html
         assert "41.2 [38.5, 44.0]" in html and "+6.00 [+2.00, +10.00]" in html
         assert ("did not beat chance and their untrained model" in html) is not passed
+
+
+def test_the_report_says_how_the_two_generators_differ():
+    from groundsynth.report.experiment import _family_note
+
+    same = _family_note({"family": "diffusion"})
+    assert same == " Both are the same diffusion U-Net; only the map input differs."
+    plain = {"grounded": {"mean_prior": True}, "ungrounded": {"cascade_size": None}}
+    assert _family_note({"family": "diffusion", "generator_models": plain}) == same
+    cascade = {"family": "diffusion", "generator_models": {"ungrounded": {"cascade_size": 8}}}
+    note = _family_note(cascade)
+    assert "from a 8 px base model's sample" in note and "same diffusion U-Net" not in note
+    assert "confounded" in _family_note({**cascade, "family": "gan"})

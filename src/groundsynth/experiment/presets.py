@@ -22,6 +22,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diffusion": {"block_out_channels": (8, 16), "layers_per_block": 1, "attention": False,
                       "num_train_timesteps": 100, "inference_steps": 4, "ema_decay": 0.0,
                       "beta_schedule": "squaredcos_cap_v2"},
+        "uncond_diffusion": {"cascade_size": 16, "cascade_every": 2, "standardise": True},
         "generator_steps": 20, "diffusion_steps": 20, "generator_batch": 4,
         "segmenter": {"encoder": "tu-test_resnet", "encoder_depth": 3, "decoder_width": 4},
         "max_epochs": 1, "max_steps": 6, "batch_size": 4,
@@ -56,6 +57,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 0.86) with a descriptor FD of 0.07 (real halves 0.46); without the prior 0.23 and
         # 0.55, its shrub painted dark green and its barren grey-green
         "cond_diffusion": {"mean_prior": True},
+        # the ungrounded U-Net is the detail stage of a cascade (generate.cascade): a 16 px
+        # base (standardised, 4 GroupNorm groups in both, base at 1e-3) takes every step, the
+        # 64 px U-Net every 7th, so it gets the grounded U-Net's 150 steps (1050 in all). On
+        # region A, scored by the demo's FD check (seed-0 real segmenter, real halves 0.61;
+        # benchmarks/ungrounded_cascade.py, one thread): FD 3.28 in 181 s against 4.93 in
+        # 104 s for one 64 px U-Net of 150 steps; with 16 groups 3.62; 1000/1500/2000 steps
+        # with every 10th for the 64 px U-Net: 3.03 / 3.19 / 3.31 (noise of ~0.3 between
+        # settings). Its samples: dark-green and tan patches, no sharp field edges yet
+        "uncond_diffusion": {"cascade_size": 16, "cascade_every": 7, "cascade_lr": 1e-3,
+                             "norm_groups": 4, "standardise": True},
         # the diffusion pair stops at 150 steps: in the demo's 300-step run (curves every 50
         # steps) the grounded U-Net's label fidelity read by the pixel floor was 0.43 / 0.60 /
         # 0.57 / 0.56 / 0.52 at 100-300 steps, its FD 0.115 / 0.064 / 0.062 / 0.092 / 0.088

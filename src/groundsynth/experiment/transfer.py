@@ -12,10 +12,12 @@ With region A's real dataset (``source``) and region B's (``target``):
    are dropped — per-sample mIoU below ``min_label_fidelity``, or by default below half the
    segmenter's own mean mIoU on real images (kept at least the largest budget's worth, the
    best ones) — so the map is known *and* verified;
-3. ungrounded synthetic data: an unconditional diffusion model trained on A's images (with
-   ``family="diffusion"`` the same U-Net and schedule as the grounded one, without the map, so
-   grounding is the only difference); its samples get the segmenter's pseudo-labels,
-   unchecked (what ARAS400k's synthetic split is);
+3. ungrounded synthetic data: an unconditional diffusion model trained on A's images (the
+   grounded U-Net's widths, schedule and step count, without the map; the preset may make it
+   the detail stage of a cascade -- ``uncond_diffusion`` -- which takes from a small base
+   model's sample the coarse picture the grounded U-Net takes from its map's class colours);
+   its samples get the segmenter's pseudo-labels, unchecked (what ARAS400k's synthetic split
+   is);
 4. for each synthetic budget (a fraction of A's real training set) and seed, segmenters are
    trained on real A; real A + ungrounded; real A + grounded; grounded only; ungrounded only —
    and tested on A's test split (in-domain) and on B (cross-region);
@@ -59,7 +61,7 @@ from groundsynth.experiment.transfer_models import (
     segmentation_bench_config,
 )
 from groundsynth.io import write_json, write_text
-from groundsynth.runs import start_run
+from groundsynth.runs import start_run, to_plain
 
 __all__ = ["FAMILIES", "PRESETS", "TransferConfig", "run_transfer", "segmentation_bench_config"]
 
@@ -294,6 +296,11 @@ def _run(exp: _Experiment, config: TransferConfig, executor: Any) -> dict[str, A
         "grounding_filter": rule,
         "family": config.family,
         "generators": dict(zip(("grounded", "ungrounded"), FAMILIES[config.family])),
+        # each generator's model options, as its run resolved them
+        "generator_models": {
+            role: to_plain(exp.train_config(kind).model)
+            for role, kind in zip(("grounded", "ungrounded"), FAMILIES[config.family])
+        },
         "learning": learning,
         # where the models trained: here one after the other, or a pool / cluster at once
         "execution": executor.describe() if executor is not None else {"name": "local"},

@@ -180,6 +180,9 @@ class _Experiment:
             if kind == "conditional-diffusion":
                 model.update(map_dropout=self.cfg.map_dropout, guidance=self.cfg.guidance)
                 model.update(self.preset.get("cond_diffusion", {}))
+            else:  # a cascade's detail U-Net gets as many steps as the grounded U-Net
+                model.update(self.preset.get("uncond_diffusion", {}))
+                steps *= int(model.get("cascade_every", 1)) if model.get("cascade_size") else 1
         run = self.out / "generators" / kind
         return TrainConfig(
             kind=kind, dataset=str(self.source), out=str(run), image_size=self.image_size,

@@ -116,6 +116,8 @@ class ConditionalDiffusionConfig(DiffusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.cascade_size is not None:
+            raise InputError("cascade_size is for the unconditional diffusion kind only")
         if not 0 <= self.map_dropout < 1:
             raise InputError(f"map_dropout must be in [0, 1), got {self.map_dropout}")
         check_guidance(self.guidance)

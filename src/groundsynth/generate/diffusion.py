@@ -21,6 +21,9 @@ data of about unit scale; remote-sensing patches in [-1, 1] have a standard devi
 (the demo's region A), so without it every timestep is noisier than the schedule says and an
 undertrained model falls back on the mean colour. The role is that of latent diffusion's
 scaling factor or EDM's ``sigma_data``.
+
+Cascade (``cascade_size``): a base U-Net learns the images at ``cascade_size`` px and a second
+U-Net at the patch size adds their detail; see :mod:`.cascade`.
 """
 
 from __future__ import annotations
@@ -81,6 +84,14 @@ class DiffusionConfig:
         lr, weight_decay: AdamW settings.
         ema_decay: decay of the weights' moving average used for sampling (0: off).
         standardise: diffuse standardised images (see the module docstring).
+        cascade_size: unconditional kind only: sample a ``cascade_size`` px image with a base
+            U-Net, upsample it and let the patch-size U-Net add the detail (:mod:`.cascade`;
+            ``None``: one U-Net at the patch size).
+        cascade_lr: the base U-Net's learning rate (``None``: ``lr``).
+        cascade_every: the patch-size U-Net trains on every ``cascade_every``-th step, the
+            (cheaper) base on every step.
+        cascade_noise: standard deviation of the noise added to the upsampled base image the
+            patch-size U-Net is conditioned on in training (conditioning augmentation).
         sampler: ``ddim`` or ``dpm-solver`` (default for ``generate``; it can override).
         inference_steps: sampling steps (default for ``generate``; it can override).
     """
@@ -96,6 +107,10 @@ class DiffusionConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     standardise: bool = False
+    cascade_size: int | None = None
+    cascade_lr: float | None = None
+    cascade_every: int = 1
+    cascade_noise: float = 0.05
     sampler: Literal["ddim", "dpm-solver"] = "dpm-solver"
     inference_steps: int = 25
 
@@ -122,15 +137,30 @@ class DiffusionConfig:
             raise InputError("layers_per_block, inference_steps >= 1 and timesteps >= 2 needed")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.cascade_size is not None and self.cascade_size < 1:
+            raise InputError(f"cascade_size must be positive, got {self.cascade_size}")
+        if self.cascade_every < 1 or self.cascade_noise < 0:
+            raise InputError("cascade_every must be >= 1 and cascade_noise >= 0")
+        if self.cascade_lr is not None and not self.cascade_lr > 0:
+            raise InputError(f"cascade_lr must be positive, got {self.cascade_lr}")
 
     def resolved(self, image_size: int) -> DiffusionConfig:
-        """Checks that ``image_size`` fits the U-Net's downsamplings."""
+        """Checks that ``image_size`` (and ``cascade_size``) fit the U-Net's downsamplings."""
         step = 2 ** (len(self.block_out_channels) - 1)
-        if image_size % step:
-            raise InputError(
-                f"image size {image_size} is not a multiple of {step} (the U-Net downsamples "
-                f"{len(self.block_out_channels) - 1} times)"
-            )
+        sizes = {"image size": image_size}
+        if self.cascade_size is not None:
+            sizes["cascade_size"] = self.cascade_size
+            if self.cascade_size >= image_size or image_size % self.cascade_size:
+                raise InputError(
+                    f"cascade_size {self.cascade_size} must divide the image size {image_size} "
+                    "and be smaller"
+                )
+        for what, size in sizes.items():
+            if size % step:
+                raise InputError(
+                    f"{what} {size} is not a multiple of {step} (the U-Net downsamples "
+                    f"{len(self.block_out_channels) - 1} times)"
+                )
         return self
 
     @classmethod
@@ -175,6 +205,18 @@ def build_unet(cfg: DiffusionConfig, image_size: int, cond_channels: int = 0) ->
     return unet
 
 
+def build_network(cfg: DiffusionConfig, image_size: int, cond_channels: int = 0) -> nn.Module:
+    """The sampling network of ``cfg``: :func:`build_unet`, or with ``cascade_size`` a
+    :class:`~groundsynth.generate.cascade.CascadeUNet` (unconditional only)."""
+    if cfg.cascade_size is None:
+        return build_unet(cfg, image_size, cond_channels)
+    if cond_channels:
+        raise InputError("cascade_size is for the unconditional diffusion kind only")
+    from groundsynth.generate.cascade import CascadeUNet
+
+    return CascadeUNet(cfg, image_size)
+
+
 def standardisation(unet: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``unet``'s (1, 3, 1, 1) mean and standard deviation of ``standardise`` (``None``: the
     model diffuses the images as they are)."""
@@ -182,6 +224,12 @@ def standardisation(unet: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None
     if mean is None or std is None:
         return None
     return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+
+def set_standardisation(unet: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Set ``unet``'s (3,) ``standardise`` buffers."""
+    getattr(unet, SHIFT).copy_(mean)
+    getattr(unet, SCALE).copy_(std)
 
 
 def training_scheduler(cfg: DiffusionConfig) -> Any:
@@ -228,8 +276,15 @@ def sample_images(
     ``denoise(x, t)`` gives the model output (noise or velocity) at ``x``; by default
     ``unet(x, t).sample`` (conditional kinds pass one that adds their map). ``offset``
     (B, 3, S, S) is added to the sampled values before clipping (the class-mean prior of
-    :mod:`.conditional_diffusion`).
+    :mod:`.conditional_diffusion`). A :class:`~groundsynth.generate.cascade.CascadeUNet`
+    samples its base, then the detail (:func:`~groundsynth.generate.cascade.sample_cascade`).
     """
+    from groundsynth.generate.cascade import CascadeUNet, sample_cascade
+
+    if isinstance(unet, CascadeUNet):
+        return sample_cascade(
+            unet, cfg, seeds, image_size, sampler=sampler, steps=steps, autocast=autocast
+        )
     device = next(unet.parameters()).device
     if denoise is None:
         denoise = lambda x, t: unet(x, t).sample  # noqa: E731
@@ -264,9 +319,13 @@ class DiffusionModule(GeneratorModule):
         self.model_cfg: DiffusionConfig = config.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.unet = build_unet(self.model_cfg, config.image_size, self.cond_channels)
+            self.unet = build_network(self.model_cfg, config.image_size, self.cond_channels)
         self.unet_ema = make_ema(self.unet) if self.model_cfg.ema_decay > 0 else None
         self.noise_schedule = training_scheduler(self.model_cfg)
+        if self.model_cfg.cascade_size is not None:
+            from groundsynth.generate.cascade import LOSS_NAMES
+
+            self.loss_names = LOSS_NAMES
 
     def networks(self) -> dict[str, nn.Module]:
         nets = {"unet": self.unet}
@@ -279,6 +338,12 @@ class DiffusionModule(GeneratorModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         m = self.model_cfg
+        if m.cascade_size is not None:  # one AdamW, a learning rate per U-Net
+            groups = [
+                {"params": self.unet.base.parameters(), "lr": m.cascade_lr or m.lr},
+                {"params": self.unet.detail.parameters(), "lr": m.lr},
+            ]
+            return torch.optim.AdamW(groups, lr=m.lr, weight_decay=m.weight_decay)
         return torch.optim.AdamW(self.unet.parameters(), lr=m.lr, weight_decay=m.weight_decay)
 
     def condition(
@@ -295,34 +360,59 @@ class DiffusionModule(GeneratorModule):
     def prepare(self, items: Any) -> None:
         """With ``standardise``: measure the per-channel mean and standard deviation of
         :meth:`target_image` over the training items (centred, not augmented; at most
-        ``STANDARDISE_ITEMS``, evenly spaced) into the U-Net's buffers (and its EMA's)."""
+        ``STANDARDISE_ITEMS``, evenly spaced) into the U-Net's buffers (and its EMA's); a
+        cascade measures what each of its two U-Nets diffuses."""
         if not self.model_cfg.standardise:
             return
+        if self.model_cfg.cascade_size is not None:
+            from groundsynth.generate.cascade import prepare_cascade
+
+            prepare_cascade(self, items)
+            return
+        ((mean, std),) = self.measure(items, [self.target_image])
+        for net in self.networks().values():
+            set_standardisation(net, mean, std)
+
+    def measure(
+        self, items: Any, targets: list[Callable[[dict[str, torch.Tensor]], torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per ``target(batch)``: the (3,) per-channel mean and standard deviation of what it
+        makes of the training items (one item a batch; at most ``STANDARDISE_ITEMS``)."""
         n = len(items)
         picked = np.unique(np.linspace(0, n - 1, min(n, STANDARDISE_ITEMS)).round().astype(int))
-        total = torch.zeros(3, dtype=torch.float64)
-        squares = torch.zeros(3, dtype=torch.float64)
-        count = 0
+        total = torch.zeros(len(targets), 3, dtype=torch.float64)
+        squares = torch.zeros(len(targets), 3, dtype=torch.float64)
+        count = torch.zeros(len(targets), dtype=torch.float64)
         for i in picked.tolist():
             image, mask = items.arrays(i, None)
             batch = {"image": to_model_range(image)[None].to(self.device)}
             if mask is not None:
                 batch["mask"] = torch.from_numpy(mask.astype(np.int64))[None].to(self.device)
-            x = self.target_image(batch).double().cpu()
-            total += x.sum(dim=(0, 2, 3))
-            squares += (x * x).sum(dim=(0, 2, 3))
-            count += x.shape[0] * x.shape[2] * x.shape[3]
-        if not count:
+            for k, target in enumerate(targets):
+                x = target(batch).double().cpu()
+                total[k] += x.sum(dim=(0, 2, 3))
+                squares[k] += (x * x).sum(dim=(0, 2, 3))
+                count[k] += x.shape[0] * x.shape[2] * x.shape[3]
+        if not count.all():
             raise InputError("no training image to measure the standardisation on")
-        mean = total / count
-        std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
-        for net in self.networks().values():
-            getattr(net, SHIFT).copy_(mean.float())
-            getattr(net, SCALE).copy_(std.float())
+        out = []
+        for k in range(len(targets)):
+            mean = total[k] / count[k]
+            std = (squares[k] / count[k] - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+            out.append((mean.float(), std.float()))
+        return out
 
-    def train_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, Any]:
-        x0 = self.target_image(batch)
-        scale = standardisation(self.unet)
+    def diffusion_loss(
+        self,
+        unet: nn.Module,
+        x0: torch.Tensor,
+        gen: torch.Generator,
+        condition: Callable[[], torch.Tensor | None] = lambda: None,
+    ) -> torch.Tensor:
+        """The DDPM loss of ``unet`` on clean images ``x0`` (standardised with ``unet``'s
+        buffers when it has them); ``condition()`` (drawn after the noise and timesteps) is
+        concatenated to its noisy input."""
+        scale = standardisation(unet)
         if scale is not None:
             x0 = (x0 - scale[0].to(x0.dtype)) / scale[1].to(x0.dtype)
         b = x0.shape[0]
@@ -335,20 +425,33 @@ class DiffusionModule(GeneratorModule):
             target = noise
         else:
             target = self.noise_schedule.get_velocity(x0, noise, t)
-        cond = self.condition(batch, gen)
+        cond = condition()
         if cond is not None:
             noisy = torch.cat([noisy, cond], dim=1)
-        pred = self.unet(noisy, t).sample
-        loss = F.mse_loss(pred.float(), target.float())
+        pred = unet(noisy, t).sample
+        return F.mse_loss(pred.float(), target.float())
+
+    def train_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, Any]:
+        cascade = self.model_cfg.cascade_size is not None
+        if cascade:
+            from groundsynth.generate.cascade import cascade_losses, update_cascade_ema
+
+            loss, losses = cascade_losses(self, batch, gen)
+        else:
+            x0 = self.target_image(batch)
+            loss = self.diffusion_loss(self.unet, x0, gen, lambda: self.condition(batch, gen))
+            losses = {"loss": loss}
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt.step()
-        if self.unet_ema is not None:
+        if self.unet_ema is not None and cascade:
+            update_cascade_ema(self)
+        elif self.unet_ema is not None:
             update_ema(
                 self.unet_ema, self.unet, ema_decay_at(self.model_cfg.ema_decay, self.steps_done)
             )
-        return {"loss": loss.detach()}
+        return {k: v.detach() for k, v in losses.items()}
 
     @torch.no_grad()
     def grid_rows(self, rows: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:

@@ -124,12 +124,12 @@ def load_generator(model: str | Path, device: str | torch.device = "cpu") -> Loa
         network.load_state_dict(nets["generator_ema"])
     else:
         from groundsynth.generate.conditional_diffusion import build_conditional_unet
-        from groundsynth.generate.diffusion import build_unet
+        from groundsynth.generate.diffusion import build_network
 
         if config.kind == "conditional-diffusion":
             network = build_conditional_unet(config.model, config.image_size)
         else:
-            network = build_unet(config.model, config.image_size)
+            network = build_network(config.model, config.image_size)
         network.load_state_dict(nets.get("unet_ema", nets["unet"]))
     dev = resolve_device(device) if isinstance(device, str) else device
     network.to(dev).eval().requires_grad_(False)

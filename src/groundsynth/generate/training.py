@@ -319,8 +319,10 @@ def _devices(devices: str) -> Any:
 
 
 def _strategy(config: TrainConfig) -> str:
-    # GAN steps leave one network's parameters without gradients: DDP must allow it.
-    if config.kind == "conditional" and config.strategy == "ddp":
+    # GAN steps leave one network's parameters without gradients, as do a cascade's steps
+    # that train its base alone: DDP must allow it.
+    skips = config.kind == "conditional" or getattr(config.model, "cascade_every", 1) > 1
+    if skips and config.strategy == "ddp":
         return "ddp_find_unused_parameters_true"
     return config.strategy
 

@@ -70,6 +70,21 @@ def _fidelity_rows(fidelity: dict[str, Any]) -> tuple[list[list[Any]], list[str]
     return rows, warnings
 
 
+def _family_note(res: dict) -> str:
+    """How the two generators differ, in a sentence."""
+    if res.get("family") != "diffusion":
+        return " Different model families: grounding is confounded with the family."
+    size = ((res.get("generator_models") or {}).get("ungrounded") or {}).get("cascade_size")
+    if not size:
+        return " Both are the same diffusion U-Net; only the map input differs."
+    return (
+        " Both are diffusion U-Nets of the same widths and schedule. The grounded one diffuses "
+        "the residual from its map's class colours; the ungrounded one, which has no map, is "
+        f"the detail stage of a cascade: it diffuses the residual from a {size} px base "
+        "model's sample, upsampled."
+    )
+
+
 def experiment_section(page: Page, path: Path) -> None:
     res = json.loads((path / "experiment.json").read_text())
     page.heading(f"Experiment: grounded vs ungrounded augmentation ({path.name})")
@@ -77,11 +92,8 @@ def experiment_section(page: Page, path: Path) -> None:
     if gens:
         page.paragraph(
             f"Generators: grounded = {gens.get('grounded')}, ungrounded = {gens.get('ungrounded')}"
-            f" (family {res.get('family')})."
-            + (" Both are the same diffusion U-Net; only the map input differs."
-               if res.get("family") == "diffusion" else
-               " Different model families: grounding is confounded with the family.")
-        )  # fmt: skip
+            f" (family {res.get('family')})." + _family_note(res)
+        )
     learning_section(page, res.get("learning") or {})
     page.paragraph(
         f"Source region A: {res['source']} ({res['n_real_train']} real training images); "
