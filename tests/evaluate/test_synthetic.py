@@ -258,6 +258,11 @@ def test_feature_fidelity_projections_composition(evaluated):
     assert set(ff["synthetic"]["prdc"]) >= {"precision", "recall", "density", "coverage"}
     assert set(ff["per_generator"]) == {"ganA", "ganB"} and "real_halves" in ff
     assert ff["encoder"]["dimension"] == 128
+    # the yardstick: the median over 8 random splits of the real set, each kept
+    halves = ff["real_halves"]
+    splits = halves["frechet_distance_splits"]
+    assert len(splits) == 8 and len(set(splits)) == 8 and min(splits) > 0
+    assert halves["frechet_distance"] == pytest.approx(float(np.median(splits)), abs=2e-6)
     proj = s["projections"]
     assert proj["tsne"] == "projection_tsne.png" and (out / "projection_tsne.png").stat().st_size
     assert proj["umap"] == "skipped: disabled"

@@ -69,7 +69,10 @@ def test_family_of_sets(study):
     assert sets["targeted"].sum() == 1
     assert set(sets.loc[sets["targeted"], "kind"]) == {"grounded"}
     assert sorted(sets["generator"].unique()) == ["conditional-diffusion", "diffusion"]
-    assert sorted(set(sets["step"])) == [10, 20]
+    steps = sets.groupby("generator")["step"].unique()
+    assert sorted(steps["conditional-diffusion"]) == [10, 20]
+    # the tiny preset's ungrounded model is a cascade: 2 steps per step of its 64 px U-Net
+    assert sorted(steps["diffusion"]) == [20, 40]
     n = result["set_size"]
     assert n == round(0.3 * open_dataset(cfg.real).len("train"))
     for name in sets["set"]:
@@ -83,7 +86,7 @@ def test_family_of_sets(study):
     scores = pd.read_parquet(out / "raw" / f"{g}-pool-scores" / "scores" / "per_sample.parquet")
     best = scores.sort_values(["miou", "id"], ascending=[False, True])["id"].head(n)
     assert open_dataset(out / "sets" / f"{g}-filtered").ids("synth") == sorted(best)
-    u = "diffusion-s20"
+    u = "diffusion-s40"
     meta = pd.read_parquet(out / "raw" / f"{u}-labelled" / "metadata.parquet")
     best = meta.sort_values(["confidence", "id"], ascending=[False, True])["id"].head(n)
     assert open_dataset(out / "sets" / f"{u}-filtered").ids("synth") == sorted(best)
@@ -102,7 +105,7 @@ def test_metrics_match_their_sources(study):
     floor = PixelFloor.from_dict(
         json.loads((out / "benchmark" / "floors" / "real.json").read_text())
     )
-    for name in ("conditional-diffusion-s10", "diffusion-s20-filtered"):
+    for name in ("conditional-diffusion-s10", "diffusion-s40-filtered"):
         summary = json.loads((out / "evaluation" / name / "summary.json").read_text())
         ff = summary["feature_fidelity"]["synthetic"]
         assert sets.loc[name, "fd"] == pytest.approx(ff["frechet_distance"])
@@ -121,8 +124,8 @@ def test_metrics_match_their_sources(study):
         from groundsynth.evaluate.clipscore import ClipScoreConfig
 
         clip = ClipScoreConfig(model=cfg.clip_model, pretrained=cfg.clip_pretrained)
-        direct = evaluate_captions(out / "sets" / "diffusion-s10", clip=clip)
-        assert sets.loc["diffusion-s10", "clipscore"] == pytest.approx(
+        direct = evaluate_captions(out / "sets" / "diffusion-s20", clip=clip)
+        assert sets.loc["diffusion-s20", "clipscore"] == pytest.approx(
             direct["clipscore"]["pooled"]["mean"]
         )
         assert "clipscore" in result["metrics"]
@@ -198,7 +201,7 @@ def _slug(domain: str) -> str:
 
 def test_rerun_resumes_without_redoing(study):
     result, out, cfg = study
-    marker = out / "sets" / "diffusion-s10" / "metrics.json"
+    marker = out / "sets" / "diffusion-s20" / "metrics.json"
     before = marker.stat().st_mtime_ns
     again = run_metric_utility(cfg)
     assert marker.stat().st_mtime_ns == before

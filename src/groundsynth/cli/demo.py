@@ -64,9 +64,9 @@ def demo_cmd(
     evaluation -> the experiment on two small regions (real-trained segmenter, grounded and
     ungrounded diffusion synthetic data, synthetic-data evaluation, segmentation benchmark
     with seeds and CIs, in-domain and cross-region, the same for image–text retrieval,
-    learning checks of every model against its floor) -> report. Cost: about 950
-    CPU-seconds (8.5 minutes measured on 2 idle CPU cores with --parallel, 4.4 GB peak
-    memory over its processes). Rerunning resumes.
+    learning checks of every model against its floor) -> report. Cost: about 800
+    CPU-seconds (7 minutes measured on 2 idle CPU cores with --parallel). Rerunning
+    resumes.
 
     Example: `groundsynth demo --out demo_out`
     """
@@ -78,7 +78,7 @@ def demo_cmd(
     t0 = time.time()
     if experiment and preset == "small":
         console.print(
-            "the demo trains about 40 small models: roughly 950 CPU-seconds (8.5 minutes on 2 "
+            "the demo trains about 40 small models: roughly 800 CPU-seconds (7 minutes on 2 "
             "idle cores, side by side in worker processes); --no-experiment runs only the data "
             "and caption steps"
         )

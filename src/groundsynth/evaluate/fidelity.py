@@ -10,6 +10,8 @@ precision/recall/density/coverage, projections), so memory is bounded whatever t
 - KID: unbiased MMD² with the cubic polynomial kernel ``(x·y / D + 1)³``, mean (and std) over
   random subsets (Bińkowski et al. 2018).
 - Precision, recall, density, coverage with k-nearest-neighbour balls (Naeem et al. 2020).
+- The real set's own noise, the yardstick of a distance: :class:`HalfSplits` streams the
+  Fréchet distance between the two halves of several random splits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FeatureStats", "frechet_distance", "kid", "prdc"]
+__all__ = ["HALF_SPLITS", "FeatureStats", "HalfSplits", "frechet_distance", "kid", "prdc"]
 
 
 @dataclass
@@ -156,3 +158,94 @@ def prdc(
         "coverage": float((d_rf.min(axis=1) < r_real).mean()),
         "k": k,
     }
+
+
+#: random half-splits whose median Fréchet distance is the real set's yardstick
+HALF_SPLITS = 8
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _split_bits(index: np.ndarray, seed: int, k: int) -> np.ndarray:
+    """(k, N) booleans: row ``index[j]``'s half in each of ``k`` splits, from a splitmix64 hash
+    of ``(seed, index)``: the same rows fall in the same halves however the set is batched."""
+    with np.errstate(over="ignore"):
+        z = index.astype(np.uint64) + np.uint64(seed % 2**63) * _GOLDEN + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    shifts = np.arange(k, dtype=np.uint64)[:, None]
+    return ((z[None, :] >> shifts) & np.uint64(1)).astype(bool)
+
+
+@dataclass
+class HalfSplits:
+    """The Fréchet distance between two random halves of a streamed set, for ``k`` random
+    splits at once: the set's own sampling noise, the yardstick a synthetic set's distance is
+    read against.
+
+    One split is a noisy yardstick: on the demo's region A (245 images, 56 segmenter features)
+    20 random splits gave 0.46 to 1.39 (median 0.77), so a check against one split passed or
+    failed by which images fell where. :meth:`frechet_distances` gives every split's value and
+    :meth:`median` their median. Row ``i`` of the stream goes to a half by a hash of
+    ``(seed, i)`` (halves of about, not exactly, ``n / 2``). Memory: ``k + 1`` sums of outer
+    products (D x D, float64).
+    """
+
+    k: int = HALF_SPLITS
+    seed: int = 0
+    n: int = 0
+    _sum: np.ndarray | None = None
+    _outer: np.ndarray | None = None
+    _count: np.ndarray | None = None
+
+    def update(self, features: np.ndarray) -> None:
+        """Add a batch of (N, D) features (rows numbered on from the previous batches)."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features must be (N, D), got shape {x.shape}")
+        d = x.shape[1]
+        if self._sum is None:
+            # index 0: the whole set; 1..k: the first half of each split
+            self._sum = np.zeros((self.k + 1, d))
+            self._outer = np.zeros((self.k + 1, d, d))
+            self._count = np.zeros(self.k + 1, dtype=np.int64)
+        elif d != self._sum.shape[1]:
+            raise ValueError(f"feature size changed from {self._sum.shape[1]} to {d}")
+        first = _split_bits(np.arange(self.n, self.n + len(x)), self.seed, self.k)
+        masks = np.concatenate([np.ones((1, len(x)), bool), first])
+        for s, rows in enumerate(masks):
+            part = x[rows]
+            self._sum[s] += part.sum(axis=0)  # type: ignore[index]
+            self._outer[s] += part.T @ part  # type: ignore[index]
+            self._count[s] += len(part)  # type: ignore[index]
+        self.n += len(x)
+
+    @staticmethod
+    def _moments(total: np.ndarray, outer: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        mean = total / n
+        return mean, (outer - n * np.outer(mean, mean)) / (n - 1)
+
+    def frechet_distances(self) -> list[float]:
+        """Each split's distance between its two halves (splits with a half under 2 rows
+        are left out)."""
+        if self._sum is None:
+            return []
+        out = []
+        for s in range(1, self.k + 1):
+            n1 = int(self._count[s])  # type: ignore[index]
+            n2 = self.n - n1
+            if min(n1, n2) < 2:
+                continue
+            a = self._moments(self._sum[s], self._outer[s], n1)  # type: ignore[index]
+            b = self._moments(
+                self._sum[0] - self._sum[s],
+                self._outer[0] - self._outer[s],
+                n2,  # type: ignore[index]
+            )
+            out.append(frechet_distance(a[0], a[1], b[0], b[1]))
+        return out
+
+    def median(self) -> float:
+        """The median of :meth:`frechet_distances` (NaN when no split has two halves)."""
+        values = self.frechet_distances()
+        return float(np.median(values)) if values else float("nan")

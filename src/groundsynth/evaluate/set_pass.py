@@ -35,7 +35,7 @@ from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
 from groundsynth.data.composition import class_counts
 from groundsynth.data.reader import DatasetReader
 from groundsynth.evaluate.composition import CompositionStats
-from groundsynth.evaluate.fidelity import FeatureStats
+from groundsynth.evaluate.fidelity import FeatureStats, HalfSplits
 from groundsynth.evaluate.image_chunks import (
     ChunkRecords,
     Execution,
@@ -70,6 +70,8 @@ class SetStats:
     features: FeatureStats | None = None
     features_by_origin: dict[str, FeatureStats] = field(default_factory=dict)
     halves: tuple[FeatureStats, FeatureStats] | None = None
+    #: the real halves' Fréchet distance over several random splits
+    splits: HalfSplits | None = None
     inception: FeatureStats | None = None
     inception_by_origin: dict[str, FeatureStats] = field(default_factory=dict)
     origins: Counter[str] = field(default_factory=Counter)
@@ -137,6 +139,7 @@ class SetPass:
                     FeatureStats(max_samples=reservoir, seed=seed + 1),
                     FeatureStats(max_samples=reservoir, seed=seed + 2),
                 )
+                self.stats.splits = HalfSplits(seed=seed)
         if inception is not None:
             self.stats.inception = FeatureStats(max_samples=reservoir, seed=seed)
 
@@ -305,6 +308,8 @@ class SetPass:
         self.stats.features.update(feats)  # type: ignore[union-attr]
         for o in np.unique(origins):
             self._by_origin(self.stats.features_by_origin, o).update(feats[origins == o])
+        if self.stats.splits is not None:
+            self.stats.splits.update(feats)
         if self.stats.halves is not None:
             parity = (np.arange(len(feats)) + self.stats.images) % 2
             for h in (0, 1):

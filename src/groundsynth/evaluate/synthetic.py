@@ -104,7 +104,8 @@ NOTES = (
     "silhouette in [-1, 1] on encoder features: near 0 or below = groups overlap (synthetic "
     "looks real to the encoder), near 1 = separable",
     "feature_fidelity.real_halves is the Fréchet distance / KID between two halves of the real "
-    "sample: the floor a synthetic set can reach at this sample size",
+    "sample: the floor a synthetic set can reach at this sample size (the distance: the median "
+    "over random splits, each in frechet_distance_splits; KID: one split)",
 )
 
 

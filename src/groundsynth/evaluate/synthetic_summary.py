@@ -124,6 +124,11 @@ def feature_block(
     }
     if overall == "features" and real.halves is not None:
         out["real_halves"] = _fidelity(cfg, *real.halves, prdc_too=False)
+        if real.splits is not None and real.splits.frechet_distances():
+            # the median over random splits: one split's value is a noisy yardstick
+            fds = real.splits.frechet_distances()
+            out["real_halves"]["frechet_distance"] = _round(real.splits.median())
+            out["real_halves"]["frechet_distance_splits"] = [_round(v) for v in fds]
     if len(generators) > 1:
         table = getattr(synth, by_origin)
         out["per_generator"] = {g: _fidelity(cfg, ref, table[g]) for g in generators}

@@ -9,7 +9,9 @@ floor measured in the same run:
 - **grounded generator**: its raw samples read back as their maps by the pixel floor (pooled
   macro IoU), at least ``LABEL_FIDELITY_RATIO`` x the floor's IoU on real test images (the
   ceiling a real image reaches); its Fréchet distance at most ``FD_RATIO`` x the distance
-  between two halves of the real set (segmenter features);
+  between two halves of the real set (segmenter features; the median over random splits,
+  :class:`~groundsynth.evaluate.fidelity.HalfSplits`, since one split's value varies up to
+  3x with which images fall where);
 - **ungrounded generator**: Fréchet distance at most ``FD_RATIO`` x the real halves'.
 
 :func:`learning_block` returns ``{"checks": [...], "passed": bool}``; the experiment writes
@@ -104,7 +106,8 @@ def fd_check(name: str, summary: dict[str, Any]) -> dict[str, Any]:
     ok = fd is not None and ref is not None and fd <= FD_RATIO * ref
     return _check(
         f"{name} generator: feature fidelity", fd, None if ref is None else FD_RATIO * ref, ok,
-        f"Fréchet distance at most {FD_RATIO:g}x that between two halves of the real set",
+        f"Fréchet distance at most {FD_RATIO:g}x the median one between the two halves of "
+        "random splits of the real set",
         real_halves=ref, kind="generator",
     )  # fmt: skip
 

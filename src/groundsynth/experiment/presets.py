@@ -60,11 +60,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # the ungrounded U-Net is the detail stage of a cascade (generate.cascade): a 16 px
         # base (standardised, 4 GroupNorm groups in both, base at 1e-3) takes every step, the
         # 64 px U-Net every 7th, so it gets the grounded U-Net's 150 steps (1050 in all). On
-        # region A, scored by the demo's FD check (seed-0 real segmenter, real halves 0.61;
-        # benchmarks/ungrounded_cascade.py, one thread): FD 3.28 in 181 s against 4.93 in
-        # 104 s for one 64 px U-Net of 150 steps; with 16 groups 3.62; 1000/1500/2000 steps
-        # with every 10th for the 64 px U-Net: 3.03 / 3.19 / 3.31 (noise of ~0.3 between
-        # settings). Its samples: dark-green and tan patches, no sharp field edges yet
+        # region A, in the demo's FD features (seed-0 real segmenter; real halves 0.87, the
+        # median of 8 splits; benchmarks/ungrounded_cascade.py, one thread): FD 3.28 in 181 s
+        # against 4.93 in 104 s for one 64 px U-Net of 150 steps; with 16 groups 3.62;
+        # 1000/1500/2000 steps with every 10th for the 64 px U-Net: 3.03 / 3.19 / 3.31 (noise
+        # of ~0.3 between settings). In the demo: 3.35 (3.8x the real halves), recall 0.31.
+        # Its samples: dark-green and tan patches, soft edges, no sharp field blocks yet
         "uncond_diffusion": {"cascade_size": 16, "cascade_every": 7, "cascade_lr": 1e-3,
                              "norm_groups": 4, "standardise": True},
         # the diffusion pair stops at 150 steps: in the demo's 300-step run (curves every 50

@@ -11,8 +11,8 @@ at the last step, rank zero evaluates the sampling weights (EMA) on a fixed held
   (:func:`~groundsynth.benchmark.metrics.metrics_from_confusion`). Its **ceiling** is the same
   reader on the real held-out images (computed once).
 * **FD**: the Fréchet distance between the samples' and the held-out real images' features,
-  with the **real-halves FD** (the held-out set split in two seeded halves, computed once) as
-  its reference; and k-NN precision / recall (k = 5) against the held-out set. Features: the
+  with the **real-halves FD** (the median over random splits of the held-out set in two
+  halves, :class:`~groundsynth.evaluate.fidelity.HalfSplits`; computed once) as its reference; and k-NN precision / recall (k = 5) against the held-out set. Features: the
   segmenter's pooled encoder features when given, else the coarse fixed descriptor of
   :mod:`groundsynth.evaluate.descriptor`. Each half has half the samples, so at equal quality
   the real-halves FD runs somewhat above a sample-vs-real FD; read ``fd_ratio`` near 1 as
@@ -53,7 +53,7 @@ from groundsynth.classes import CLASS_NAMES, NUM_CLASSES
 from groundsynth.data.reader import DatasetReader
 from groundsynth.errors import InputError, OutputConflictError
 from groundsynth.evaluate.descriptor import image_descriptor
-from groundsynth.evaluate.fidelity import FeatureStats, frechet_distance, prdc
+from groundsynth.evaluate.fidelity import FeatureStats, HalfSplits, frechet_distance, prdc
 from groundsynth.evaluate.pixel_floor import PixelFloor, sample_pixels
 from groundsynth.generate.config import MAP_KINDS, TrainConfig
 from groundsynth.generate.curve_records import (
@@ -266,30 +266,21 @@ class LearningCurves:
         if self.config.eval_segmenter:
             self.segmenter = self._load_segmenter(device)
         n = len(self.eval_set.ids)
-        halves = numpy_rng(self.config.seed, "eval-halves").permutation(n) < n // 2
         real = FeatureStats(max_samples=n)
-        parts = (FeatureStats(), FeatureStats())
+        splits = HalfSplits(seed=derive_seed(self.config.seed, "eval-halves"))
         cms = {r: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64) for r in self._readers()}
         for batch in _batches(n, self.config.batch_size):
             arrays = [self.items.arrays(i, None) for i in batch]
             images = np.stack([a for a, _ in arrays])
             feats = self._features(images)
             real.update(feats)
-            first = halves[batch.start : batch.stop]
-            for part, rows in ((parts[0], feats[first]), (parts[1], feats[~first])):
-                if len(rows):
-                    part.update(rows)
+            splits.update(feats)
             if self.map_kind:
                 masks = np.stack([m for _, m in arrays])
                 for r, pred in self._read_back(images).items():
                     cms[r] += confusion_update(pred, masks, NUM_CLASSES)
         ref: dict[str, float | None] = {f"ceiling_{r}": _iou(cm) for r, cm in cms.items()}
-        ok = min(parts[0].n, parts[1].n) >= 2
-        ref["fd_real_halves"] = (
-            frechet_distance(parts[0].mean, parts[0].cov, parts[1].mean, parts[1].cov)
-            if ok
-            else float("nan")
-        )
+        ref["fd_real_halves"] = splits.median()
         self.reference, self.real_stats = ref, real
         log.info("learning-curve references in %.1f s: %s", time.perf_counter() - t0,
                  ", ".join(f"{k} {_short(v)}" for k, v in ref.items()))  # fmt: skip
