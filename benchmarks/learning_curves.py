@@ -39,9 +39,9 @@ def _dataset(out: Path, size: int, patch: int) -> Path:
 
 
 def _model(kind: str, preset: dict) -> dict:
-    if kind == "conditional":
-        return {"generator": dict(preset["spade"]), **preset["cond"]}
-    model = dict(preset["diffusion"])
+    from groundsynth.experiment.presets import generator_model
+
+    model = generator_model(preset, kind)  # as the experiment trains it
     if kind == "conditional-diffusion":
         model["map_dropout"] = 0.1
     return model

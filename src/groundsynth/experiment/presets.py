@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-__all__ = ["PRESETS", "Preset"]
+__all__ = ["PRESETS", "Preset", "generator_model", "generator_steps"]
 
 Preset = Literal["tiny", "small", "full"]
 
@@ -120,3 +120,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "utility": {},
     },
 }  # fmt: skip
+
+
+def generator_model(preset: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The model options of ``kind``'s generator in ``preset`` (an entry of :data:`PRESETS`):
+    SPADE's for ``conditional``, else the shared diffusion options with the map-conditioned
+    (``cond_diffusion``) or unconditional (``uncond_diffusion``) additions."""
+    if kind == "conditional":
+        return {"generator": dict(preset["spade"]), **preset["cond"]}
+    model = dict(preset["diffusion"])
+    extra = "cond_diffusion" if kind == "conditional-diffusion" else "uncond_diffusion"
+    model.update(preset.get(extra, {}))
+    return model
+
+
+def generator_steps(model: dict[str, Any], steps: int) -> int:
+    """The training steps of a generator whose patch-size network should take ``steps``: a
+    cascade (``cascade_size``) trains that network every ``cascade_every``-th step only."""
+    return steps * int(model.get("cascade_every", 1)) if model.get("cascade_size") else steps

@@ -22,7 +22,7 @@ from groundsynth.data.reader import open_dataset
 from groundsynth.errors import InputError
 from groundsynth.experiment.multimodal import caption_real, run_task
 from groundsynth.experiment.parallel import at_once
-from groundsynth.experiment.presets import PRESETS
+from groundsynth.experiment.presets import PRESETS, generator_model, generator_steps
 
 __all__ = ["FAMILIES", "segmentation_bench_config"]
 
@@ -169,20 +169,15 @@ class _Experiment:
         """The :class:`~groundsynth.generate.config.TrainConfig` of ``kind``'s generator."""
         from groundsynth.generate.config import TrainConfig, model_config_from_dict
 
+        model = generator_model(self.preset, kind)
         if kind == "conditional":
-            model = {"generator": dict(self.preset["spade"]), **self.preset["cond"]}
             if model.get("fm_weight"):  # the preset's feature-matching term needs a segmenter
                 model["fm_segmenter"] = str(self.feature_segmenter())
             steps = self.cfg.setting("generator_steps")
-        else:
-            model = dict(self.preset["diffusion"])
-            steps = self.cfg.setting("diffusion_steps")
+        else:  # a cascade's patch-size U-Net gets as many steps as the grounded U-Net
+            steps = generator_steps(model, self.cfg.setting("diffusion_steps"))
             if kind == "conditional-diffusion":
                 model.update(map_dropout=self.cfg.map_dropout, guidance=self.cfg.guidance)
-                model.update(self.preset.get("cond_diffusion", {}))
-            else:  # a cascade's detail U-Net gets as many steps as the grounded U-Net
-                model.update(self.preset.get("uncond_diffusion", {}))
-                steps *= int(model.get("cascade_every", 1)) if model.get("cascade_size") else 1
         run = self.out / "generators" / kind
         return TrainConfig(
             kind=kind, dataset=str(self.source), out=str(run), image_size=self.image_size,
