@@ -58,8 +58,9 @@ class CascadeUNet(nn.Module):
 
     def __init__(self, cfg: DiffusionConfig, image_size: int) -> None:
         super().__init__()
+        if cfg.cascade_size is None:
+            raise InputError("a cascade needs cascade_size")
         cfg.resolved(image_size)
-        assert cfg.cascade_size is not None
         self.factor = image_size // cfg.cascade_size
         self.base = build_unet(cfg, cfg.cascade_size)
         self.detail = build_unet(cfg, image_size, cond_channels=3)
